@@ -1,0 +1,256 @@
+//! The storage contract the core reads from, and an in-memory implementation.
+//!
+//! The core never writes: it hands entries and hard state out in a [`crate::Ready`] and the driver
+//! persists them. It reads the durable log back through [`Storage`].
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::error::StorageError;
+use crate::types::{Entry, HardState, Index, NodeId, Term};
+
+/// Cluster membership as stored with the log.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ConfState {
+    /// Voting members.
+    pub voters: Vec<NodeId>,
+    /// Non-voting members that receive the log.
+    pub learners: Vec<NodeId>,
+}
+
+/// What a node restarts from.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct InitialState {
+    /// Durable term, vote and commit.
+    pub hard_state: HardState,
+    /// Durable membership.
+    pub conf_state: ConfState,
+}
+
+/// Read access to the durable log.
+///
+/// Contract for implementations:
+/// - Indices `first_index()..=last_index()` are present and contiguous; `term(first_index() - 1)`
+///   is answerable (the term of the compaction point, 0 for an empty log).
+/// - Everything returned has been made durable by the driver before the matching
+///   `on_persisted` acknowledgement; reads never return data that was not written.
+/// - Errors are typed: `Compacted` below `first_index`, `Unavailable` beyond `last_index`,
+///   `Corrupt` for data that fails validation (never returned as if valid).
+pub trait Storage {
+    /// The hard state and membership to start from.
+    fn initial_state(&self) -> Result<InitialState, StorageError>;
+    /// Entries in `[low, high)`, stopping early once their total [`Entry::size_bytes`] would exceed
+    /// `max_bytes`, but always returning at least one entry when `low < high`.
+    fn entries(&self, low: Index, high: Index, max_bytes: u64) -> Result<Vec<Entry>, StorageError>;
+    /// Term of the entry at `index`, for `first_index() - 1 <= index <= last_index()`.
+    fn term(&self, index: Index) -> Result<Term, StorageError>;
+    /// Index of the first entry still in the log (1 for a log that was never compacted).
+    fn first_index(&self) -> Result<Index, StorageError>;
+    /// Index of the last entry (`first_index() - 1` for an empty log).
+    fn last_index(&self) -> Result<Index, StorageError>;
+}
+
+#[derive(Debug, Default)]
+struct MemInner {
+    hard_state: HardState,
+    conf_state: ConfState,
+    /// Index and term of the entry before `entries[0]` (compaction point).
+    offset_index: Index,
+    offset_term: Term,
+    entries: Vec<Entry>,
+}
+
+impl MemInner {
+    fn last_index(&self) -> Index {
+        self.offset_index + self.entries.len() as u64
+    }
+}
+
+/// An in-memory [`Storage`], cheap to clone (clones share the data). Used by tests, the simulator
+/// and examples; it makes nothing durable by itself.
+#[derive(Clone, Debug, Default)]
+pub struct MemStorage {
+    inner: Arc<Mutex<MemInner>>,
+}
+
+impl MemStorage {
+    /// An empty log with the given voters.
+    pub fn new_with_voters(voters: &[NodeId]) -> MemStorage {
+        let s = MemStorage::default();
+        s.lock().conf_state.voters = voters.to_vec();
+        s
+    }
+
+    fn lock(&self) -> MutexGuard<'_, MemInner> {
+        // A poisoned lock only means a test thread panicked; the data is still consistent
+        // because every method finishes its mutation before it can panic.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Appends `entries`, first removing every stored entry at or after `entries[0].index`.
+    /// `entries[0].index` must be at most `last_index() + 1` and above the compaction point.
+    pub fn append(&self, entries: &[Entry]) -> Result<(), StorageError> {
+        let Some(first) = entries.first() else { return Ok(()) };
+        let mut s = self.lock();
+        let last = s.last_index();
+        if first.index > last + 1 {
+            return Err(StorageError::Unavailable { index: first.index, last_index: last });
+        }
+        if first.index <= s.offset_index {
+            return Err(StorageError::Compacted { index: first.index });
+        }
+        for w in entries.windows(2) {
+            if w[1].index != w[0].index + 1 {
+                return Err(StorageError::Corrupt {
+                    what: format!("append batch at index {}", w[0].index),
+                    detail: "entries are not contiguous".into(),
+                });
+            }
+        }
+        let keep = (first.index - s.offset_index - 1) as usize;
+        s.entries.truncate(keep);
+        s.entries.extend_from_slice(entries);
+        Ok(())
+    }
+
+    /// Replaces the hard state.
+    pub fn set_hard_state(&self, hs: HardState) {
+        self.lock().hard_state = hs;
+    }
+
+    /// Replaces the membership.
+    pub fn set_conf_state(&self, cs: ConfState) {
+        self.lock().conf_state = cs;
+    }
+
+    /// The stored hard state.
+    pub fn hard_state(&self) -> HardState {
+        self.lock().hard_state
+    }
+
+    /// Discards entries up to and including `index` (which must be at most `last_index()`).
+    pub fn compact(&self, index: Index) -> Result<(), StorageError> {
+        let mut s = self.lock();
+        if index <= s.offset_index {
+            return Ok(());
+        }
+        let last = s.last_index();
+        if index > last {
+            return Err(StorageError::Unavailable { index, last_index: last });
+        }
+        let n = (index - s.offset_index) as usize;
+        s.offset_term = s.entries[n - 1].term;
+        s.entries.drain(..n);
+        s.offset_index = index;
+        Ok(())
+    }
+
+    /// A deep copy that shares nothing with `self` (used to model a disk image at a crash).
+    pub fn deep_clone(&self) -> MemStorage {
+        let s = self.lock();
+        MemStorage {
+            inner: Arc::new(Mutex::new(MemInner {
+                hard_state: s.hard_state,
+                conf_state: s.conf_state.clone(),
+                offset_index: s.offset_index,
+                offset_term: s.offset_term,
+                entries: s.entries.clone(),
+            })),
+        }
+    }
+}
+
+impl Storage for MemStorage {
+    fn initial_state(&self) -> Result<InitialState, StorageError> {
+        let s = self.lock();
+        Ok(InitialState { hard_state: s.hard_state, conf_state: s.conf_state.clone() })
+    }
+
+    fn entries(&self, low: Index, high: Index, max_bytes: u64) -> Result<Vec<Entry>, StorageError> {
+        let s = self.lock();
+        if low <= s.offset_index {
+            return Err(StorageError::Compacted { index: low });
+        }
+        let last = s.last_index();
+        if high > last + 1 {
+            return Err(StorageError::Unavailable { index: high - 1, last_index: last });
+        }
+        let lo = (low - s.offset_index - 1) as usize;
+        let hi = (high.max(low) - s.offset_index - 1) as usize;
+        let mut out = Vec::with_capacity(hi - lo);
+        let mut bytes = 0u64;
+        for e in &s.entries[lo..hi] {
+            bytes += e.size_bytes();
+            if !out.is_empty() && bytes > max_bytes {
+                break;
+            }
+            out.push(e.clone());
+        }
+        Ok(out)
+    }
+
+    fn term(&self, index: Index) -> Result<Term, StorageError> {
+        let s = self.lock();
+        if index < s.offset_index {
+            return Err(StorageError::Compacted { index });
+        }
+        if index == s.offset_index {
+            return Ok(s.offset_term);
+        }
+        let last = s.last_index();
+        if index > last {
+            return Err(StorageError::Unavailable { index, last_index: last });
+        }
+        Ok(s.entries[(index - s.offset_index - 1) as usize].term)
+    }
+
+    fn first_index(&self) -> Result<Index, StorageError> {
+        Ok(self.lock().offset_index + 1)
+    }
+
+    fn last_index(&self) -> Result<Index, StorageError> {
+        Ok(self.lock().last_index())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::EntryKind;
+    use bytes::Bytes;
+
+    fn ent(index: Index, term: Term) -> Entry {
+        Entry { index, term, kind: EntryKind::Normal, data: Bytes::from_static(b"x") }
+    }
+
+    #[test]
+    fn append_truncates_conflicting_suffix() {
+        let s = MemStorage::default();
+        s.append(&[ent(1, 1), ent(2, 1), ent(3, 1)]).unwrap();
+        s.append(&[ent(2, 2)]).unwrap();
+        assert_eq!(s.last_index().unwrap(), 2);
+        assert_eq!(s.term(2).unwrap(), 2);
+        assert_eq!(s.term(0).unwrap(), 0);
+        assert!(matches!(s.append(&[ent(5, 2)]), Err(StorageError::Unavailable { .. })));
+    }
+
+    #[test]
+    fn entries_respects_byte_limit_but_returns_one() {
+        let s = MemStorage::default();
+        s.append(&[ent(1, 1), ent(2, 1), ent(3, 1)]).unwrap();
+        assert_eq!(s.entries(1, 4, 0).unwrap().len(), 1);
+        assert_eq!(s.entries(1, 4, u64::MAX).unwrap().len(), 3);
+        let one = ent(1, 1).size_bytes();
+        assert_eq!(s.entries(1, 4, 2 * one).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn compaction_keeps_the_boundary_term() {
+        let s = MemStorage::default();
+        s.append(&[ent(1, 1), ent(2, 2), ent(3, 3)]).unwrap();
+        s.compact(2).unwrap();
+        assert_eq!(s.first_index().unwrap(), 3);
+        assert_eq!(s.term(2).unwrap(), 2);
+        assert!(matches!(s.term(1), Err(StorageError::Compacted { index: 1 })));
+        assert!(matches!(s.entries(2, 4, u64::MAX), Err(StorageError::Compacted { .. })));
+    }
+}

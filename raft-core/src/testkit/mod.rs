@@ -1,0 +1,1 @@
+//! Deterministic simulator, checkers and test helpers (feature `testkit`).

@@ -1,0 +1,205 @@
+//! Wire-independent Raft data: log entries, hard state and messages.
+//!
+//! These are plain data. Transports convert them to and from their wire format (see `raft-grpc`);
+//! storage persists [`Entry`] and [`HardState`].
+
+use bytes::Bytes;
+
+/// A node's identity inside one cluster. `0` is reserved for "none".
+pub type NodeId = u64;
+/// A Raft term (§5.1).
+pub type Term = u64;
+/// A log index; the first real entry has index 1, index 0 is the empty prefix.
+pub type Index = u64;
+
+/// What a log entry carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EntryKind {
+    /// An application command, handed to the state machine when committed.
+    Normal,
+    /// The empty entry a new leader appends to commit entries of earlier terms (§5.4.2, §8).
+    Empty,
+}
+
+/// One entry of the replicated log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// Term of the leader that created the entry.
+    pub term: Term,
+    /// Position in the log.
+    pub index: Index,
+    /// What the entry carries.
+    pub kind: EntryKind,
+    /// Opaque application payload (empty for [`EntryKind::Empty`]).
+    pub data: Bytes,
+}
+
+impl Entry {
+    /// Bytes this entry counts for in size limits: its payload plus a fixed overhead for the header.
+    pub fn size_bytes(&self) -> u64 {
+        ENTRY_OVERHEAD_BYTES + self.data.len() as u64
+    }
+}
+
+/// Fixed per-entry overhead counted in byte limits (term, index, kind).
+pub const ENTRY_OVERHEAD_BYTES: u64 = 24;
+
+/// The state that must be durable before a node answers anyone (Figure 2, "persistent state").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct HardState {
+    /// Latest term this node has seen.
+    pub term: Term,
+    /// Candidate this node voted for in `term`, if any.
+    pub vote: Option<NodeId>,
+    /// Highest index known committed. Persisting it is an optimisation (faster restart), not a
+    /// safety requirement: it may lag behind the truth.
+    pub commit: Index,
+}
+
+/// A request for a linearizable read, identified by an opaque context chosen by the caller.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ReadState {
+    /// The caller's context, as given to `read_index`.
+    pub ctx: Bytes,
+    /// Apply up to this index, then the read may be served.
+    pub index: Index,
+}
+
+/// A Raft message between two nodes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Message {
+    /// Sender.
+    pub from: NodeId,
+    /// Recipient.
+    pub to: NodeId,
+    /// Sender's term. For a pre-vote request this is the term the candidate *would* use.
+    pub term: Term,
+    /// What the message says.
+    pub body: MessageBody,
+}
+
+/// The kinds of Raft messages.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MessageBody {
+    /// Leader → follower: AppendEntries RPC (§5.3). Empty `entries` is a probe.
+    Append {
+        /// Index of the entry just before `entries`.
+        prev_log_index: Index,
+        /// Term of that entry.
+        prev_log_term: Term,
+        /// Entries to append (possibly empty).
+        entries: Vec<Entry>,
+        /// Leader's commit index.
+        leader_commit: Index,
+    },
+    /// Follower → leader: answer to [`MessageBody::Append`].
+    AppendResponse {
+        /// `false`: `index` is the follower's last index after appending (its match index).
+        /// `true`: the entry at `index` (the request's `prev_log_index`) did not match.
+        reject: bool,
+        /// See `reject`.
+        index: Index,
+        /// On reject: the hint for fast backtracking (§5.3, "the follower can include the term of
+        /// the conflicting entry"): the largest index `<= index` on the follower whose term is
+        /// `<= hint_term`; the leader resumes from there.
+        hint_index: Index,
+        /// Term of the follower's entry at `hint_index` (0 if none).
+        hint_term: Term,
+    },
+    /// Candidate → voter: RequestVote RPC (§5.2), or a PreVote (§9.6 of the dissertation).
+    Vote {
+        /// A pre-vote does not change anyone's term or vote.
+        pre_vote: bool,
+        /// Index of the candidate's last log entry.
+        last_log_index: Index,
+        /// Term of the candidate's last log entry.
+        last_log_term: Term,
+        /// Set by a leadership transfer: voters ignore their leader lease.
+        force: bool,
+    },
+    /// Voter → candidate: answer to [`MessageBody::Vote`].
+    VoteResponse {
+        /// Whether it answers a pre-vote.
+        pre_vote: bool,
+        /// Whether the vote is granted.
+        granted: bool,
+    },
+    /// Leader → follower: keep-alive carrying the commit index the follower can safely use and
+    /// the leader's heartbeat round, which ReadIndex and leases use to confirm leadership.
+    Heartbeat {
+        /// `min(leader commit, follower match)`.
+        commit: Index,
+        /// Heartbeat round number, increasing within the leader's term.
+        round: u64,
+    },
+    /// Follower → leader: answer to [`MessageBody::Heartbeat`].
+    HeartbeatResponse {
+        /// Echo of the heartbeat's round.
+        round: u64,
+    },
+    /// Follower → leader: forwarded proposals.
+    Propose {
+        /// Application payloads.
+        data: Vec<Bytes>,
+    },
+    /// Follower → leader: forwarded ReadIndex request.
+    ReadIndex {
+        /// Caller's context.
+        ctx: Bytes,
+    },
+    /// Leader → follower: answer to a forwarded ReadIndex.
+    ReadIndexResponse {
+        /// Caller's context.
+        ctx: Bytes,
+        /// Read index (the leader's commit index when the round started).
+        index: Index,
+    },
+    /// Leader → transfer target: campaign now, ignoring leases (§3.10 of the dissertation).
+    TimeoutNow,
+}
+
+impl MessageBody {
+    /// Short name for logs and counters.
+    pub fn name(&self) -> &'static str {
+        match self {
+            MessageBody::Append { .. } => "Append",
+            MessageBody::AppendResponse { .. } => "AppendResponse",
+            MessageBody::Vote { pre_vote: true, .. } => "PreVote",
+            MessageBody::Vote { .. } => "Vote",
+            MessageBody::VoteResponse { pre_vote: true, .. } => "PreVoteResponse",
+            MessageBody::VoteResponse { .. } => "VoteResponse",
+            MessageBody::Heartbeat { .. } => "Heartbeat",
+            MessageBody::HeartbeatResponse { .. } => "HeartbeatResponse",
+            MessageBody::Propose { .. } => "Propose",
+            MessageBody::ReadIndex { .. } => "ReadIndex",
+            MessageBody::ReadIndexResponse { .. } => "ReadIndexResponse",
+            MessageBody::TimeoutNow => "TimeoutNow",
+        }
+    }
+
+    /// Approximate encoded size in bytes, used for byte limits.
+    pub fn size_bytes(&self) -> u64 {
+        const HEADER: u64 = 32;
+        HEADER
+            + match self {
+                MessageBody::Append { entries, .. } => entries.iter().map(Entry::size_bytes).sum(),
+                MessageBody::ReadIndex { ctx }
+                | MessageBody::ReadIndexResponse { ctx, .. } => ctx.len() as u64,
+                MessageBody::Propose { data } => data.iter().map(|d| d.len() as u64 + 8).sum(),
+                _ => 0,
+            }
+    }
+}
+
+/// The role a node plays (§5.1), plus the pre-candidate state of PreVote.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Follows a leader (or waits for one).
+    Follower,
+    /// Asking for pre-votes without changing its term.
+    PreCandidate,
+    /// Asking for votes in a new term.
+    Candidate,
+    /// Leads the cluster for its term.
+    Leader,
+}

@@ -1,0 +1,1 @@
+//! raft-grpc (see its issue).

@@ -1,0 +1,1 @@
+//! raft-storage (see its issue).
