@@ -61,6 +61,9 @@ pub enum Error {
         /// The last index handed out in `Ready::committed_entries`.
         handed_out: Index,
     },
+    /// The configuration breaks a rule (see [`ConfigError`]).
+    #[error(transparent)]
+    InvalidConfig(#[from] ConfigError),
     /// Storage failed; see the inner error.
     #[error(transparent)]
     Storage(#[from] StorageError),

@@ -3,7 +3,11 @@
 
 mod config;
 mod error;
+mod log;
+mod progress;
+mod quorum;
 mod raft;
+mod rng;
 mod storage;
 mod types;
 
@@ -16,5 +20,11 @@ pub use types::{
     ReadState, Role, Term,
 };
 
+#[cfg(test)]
+mod raft_tests;
+
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
+
+#[cfg(any(test, feature = "testkit"))]
+pub mod fuzzing;

@@ -1,12 +1,20 @@
-//! The Raft state machine. API skeleton; bodies being written.
-#![allow(missing_docs, unused_variables, dead_code)]
+//! The Raft state machine: one `step()` for every message, `become_*` transitions, and the
+//! leader's replication and read logic. No I/O: everything to do comes out of [`Raft::ready`].
+
+use std::collections::{BTreeMap, VecDeque};
 
 use bytes::Bytes;
 
-use crate::config::Config;
+use crate::config::{Config, ReadMode};
 use crate::error::Error;
+use crate::log::RaftLog;
+use crate::progress::{Progress, ProgressState};
+use crate::quorum::{JointConfig, VoteResult};
+use crate::rng::SplitMix64;
 use crate::storage::Storage;
-use crate::types::{Entry, HardState, Index, Message, NodeId, ReadState, Role, Term};
+use crate::types::{
+    Entry, EntryKind, HardState, Index, Message, MessageBody, NodeId, ReadState, Role, Term,
+};
 
 /// One batch of work the core asks its driver to do. Do it in this order:
 /// 1. send `messages` (they do not depend on this batch's persistence);
@@ -20,55 +28,1034 @@ use crate::types::{Entry, HardState, Index, Message, NodeId, ReadState, Role, Te
 /// acknowledgements must come in batch order.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Ready {
+    /// Batch number, to acknowledge with [`Raft::on_persisted`].
     pub number: u64,
+    /// Messages to send now (a leader's appends and heartbeats, pre-votes, forwarded requests).
     pub messages: Vec<Message>,
+    /// Hard state to persist, if it changed.
     pub hard_state: Option<HardState>,
+    /// Entries to persist; they replace the stored log from `entries[0].index` on.
     pub entries: Vec<Entry>,
+    /// Messages to send only once this batch is durable (votes, append and heartbeat answers).
     pub persisted_messages: Vec<Message>,
+    /// Committed entries to apply, in order.
     pub committed_entries: Vec<Entry>,
+    /// Linearizable reads that may be served once the applied index reaches their index.
     pub read_states: Vec<ReadState>,
+}
+
+impl Ready {
+    /// Whether this batch asks for a durable write (and so an fsync).
+    pub fn must_sync(&self) -> bool {
+        self.hard_state.is_some() || !self.entries.is_empty()
+    }
 }
 
 /// A snapshot of a node's state for observers and tests.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Status {
+    /// The node's id.
     pub id: NodeId,
+    /// Its role.
     pub role: Role,
+    /// Its current term.
     pub term: Term,
+    /// Whom it voted for in `term`.
     pub vote: Option<NodeId>,
+    /// The leader it knows of in `term`.
     pub leader_id: Option<NodeId>,
+    /// Highest index known committed.
     pub commit_index: Index,
+    /// Highest index the state machine acknowledged.
     pub applied_index: Index,
+    /// Last index of its log.
     pub last_index: Index,
+    /// Highest index known durable.
     pub persisted_index: Index,
 }
 
+/// A read waiting for the leader to confirm its leadership.
+#[derive(Debug, Clone)]
+struct PendingRead {
+    ctx: Bytes,
+    /// `None`: asked locally; `Some(id)`: forwarded by follower `id`.
+    requester: Option<NodeId>,
+    index: Index,
+    /// Heartbeat round whose quorum acknowledgement confirms the read.
+    round: u64,
+}
+
+/// State only a leader has; dropped when it steps down.
+#[derive(Debug)]
+struct LeaderState {
+    progress: BTreeMap<NodeId, Progress>,
+    /// Last heartbeat round broadcast in this term.
+    round: u64,
+    /// `(round, tick it was sent at)`, oldest first; rounds older than an election timeout are
+    /// dropped (they cannot confirm a lease any more).
+    round_ticks: VecDeque<(u64, u64)>,
+    /// Reads waiting for a heartbeat round acknowledged by a quorum.
+    pending_reads: VecDeque<PendingRead>,
+    /// Reads asked before this leader committed an entry of its term (§6.4 step 1).
+    reads_before_commit: VecDeque<(Bytes, Option<NodeId>)>,
+    /// Some read needs a new heartbeat round at the next `ready()`.
+    round_needed: bool,
+    /// Bytes of entries appended in this term and not yet committed, with `(last index, running
+    /// total)` per appended batch so commits can release them.
+    appended_total: u64,
+    uncommitted_batches: VecDeque<(Index, u64)>,
+    committed_total: u64,
+}
+
+/// One Raft node's protocol state.
 pub struct Raft<S: Storage> {
-    storage: S,
+    cfg: Config,
+    log: RaftLog<S>,
+    // Durable state (Figure 2).
+    term: Term,
+    vote: Option<NodeId>,
+    role: Role,
+    leader_id: Option<NodeId>,
+    voters: JointConfig,
+    learners: Vec<NodeId>,
+    /// Votes received in the current (pre-)campaign.
+    votes: BTreeMap<NodeId, bool>,
+    leader: Option<LeaderState>,
+    rng: SplitMix64,
+    /// Ticks since boot: this node's clock.
+    now_ticks: u64,
+    election_elapsed: u64,
+    heartbeat_elapsed: u64,
+    randomized_election_timeout: u64,
+    /// Work collected for the next `Ready`.
+    msgs: Vec<Message>,
+    persisted_msgs: Vec<Message>,
+    read_states: Vec<ReadState>,
+    /// Leader: appends need to go out at the next `ready()` (batching proposals).
+    append_needed: bool,
+    /// Hard state last handed out in a `Ready`.
+    prev_hard_state: HardState,
+    /// Ready batches handed out and not yet acknowledged: `(number, last index, last term)`.
+    unpersisted_readies: VecDeque<(u64, Index, Term)>,
+    next_ready_number: u64,
+}
+
+/// Terms and indices above these are refused as malformed: real clusters never get near them, and
+/// the bound keeps `term + 1` and `index + n` arithmetic from overflowing.
+const MAX_TERM: Term = u64::MAX >> 2;
+const MAX_INDEX: Index = u64::MAX >> 2;
+
+/// Most heartbeat rounds remembered for lease checks (older ones only shorten the lease).
+const MAX_TRACKED_ROUNDS: usize = 1024;
+
+/// Messages whose sending must wait until the state they describe is durable.
+fn needs_persistence(body: &MessageBody) -> bool {
+    matches!(
+        body,
+        MessageBody::Vote { pre_vote: false, .. }
+            | MessageBody::VoteResponse { pre_vote: false, .. }
+            | MessageBody::AppendResponse { .. }
+            | MessageBody::HeartbeatResponse { .. }
+    )
 }
 
 impl<S: Storage> Raft<S> {
     /// Starts a node from `storage` with nothing applied yet.
-    pub fn new(config: Config, storage: S) -> Result<Self, Error> { todo!() }
+    pub fn new(config: Config, storage: S) -> Result<Self, Error> {
+        Self::restart(config, storage, 0)
+    }
+
     /// Restarts a node whose state machine durably applied up to `applied`.
-    pub fn restart(config: Config, storage: S, applied: Index) -> Result<Self, Error> { todo!() }
-    pub fn tick(&mut self) { todo!() }
-    pub fn step(&mut self, msg: Message) -> Result<(), Error> { todo!() }
-    pub fn propose(&mut self, data: Bytes) -> Result<(), Error> { todo!() }
-    pub fn read_index(&mut self, ctx: Bytes) -> Result<(), Error> { todo!() }
-    pub fn campaign(&mut self) { todo!() }
-    pub fn has_ready(&self) -> bool { todo!() }
-    pub fn ready(&mut self) -> Ready { todo!() }
-    pub fn on_persisted(&mut self, number: u64) -> Result<(), Error> { todo!() }
-    pub fn on_applied(&mut self, index: Index) -> Result<(), Error> { todo!() }
-    pub fn status(&self) -> Status { todo!() }
-    pub fn id(&self) -> NodeId { todo!() }
-    pub fn role(&self) -> Role { todo!() }
-    pub fn term(&self) -> Term { todo!() }
-    pub fn leader_id(&self) -> Option<NodeId> { todo!() }
-    pub fn storage(&self) -> &S { &self.storage }
+    pub fn restart(config: Config, storage: S, applied: Index) -> Result<Self, Error> {
+        config.validate()?;
+        let init = storage.initial_state()?;
+        let hs = init.hard_state;
+        let log = RaftLog::new(storage, hs.commit, applied)?;
+        if applied > log.last_index() {
+            return Err(Error::Storage(crate::StorageError::Corrupt {
+                what: "applied index".into(),
+                detail: format!("applied {applied} is beyond the last log index {}", log.last_index()),
+            }));
+        }
+        let mut voters = init.conf_state.voters.clone();
+        voters.sort_unstable();
+        voters.dedup();
+        let rng = SplitMix64::new(config.seed ^ config.id.rotate_left(32));
+        let mut raft = Raft {
+            log,
+            term: hs.term,
+            vote: hs.vote,
+            role: Role::Follower,
+            leader_id: None,
+            voters: JointConfig::new(voters),
+            learners: init.conf_state.learners.clone(),
+            votes: BTreeMap::new(),
+            leader: None,
+            rng,
+            now_ticks: 0,
+            election_elapsed: 0,
+            heartbeat_elapsed: 0,
+            randomized_election_timeout: 0,
+            msgs: Vec::new(),
+            persisted_msgs: Vec::new(),
+            read_states: Vec::new(),
+            append_needed: false,
+            prev_hard_state: hs,
+            unpersisted_readies: VecDeque::new(),
+            next_ready_number: 1,
+            cfg: config,
+        };
+        raft.reset_election_timer();
+        Ok(raft)
+    }
+
+    // ---------------------------------------------------------------- accessors
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.cfg.id
+    }
+    /// Its role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+    /// Its current term.
+    pub fn term(&self) -> Term {
+        self.term
+    }
+    /// The leader it knows of in the current term.
+    pub fn leader_id(&self) -> Option<NodeId> {
+        self.leader_id
+    }
+    /// Its configuration.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+    /// The storage it reads its durable log from.
+    pub fn storage(&self) -> &S {
+        self.log.storage()
+    }
+    /// Voting members, ascending.
+    pub fn voters(&self) -> Vec<NodeId> {
+        self.voters.ids()
+    }
+
+    /// A snapshot of the node's state.
+    pub fn status(&self) -> Status {
+        Status {
+            id: self.cfg.id,
+            role: self.role,
+            term: self.term,
+            vote: self.vote,
+            leader_id: self.leader_id,
+            commit_index: self.log.committed,
+            applied_index: self.log.applied,
+            last_index: self.log.last_index(),
+            persisted_index: self.log.persisted(),
+        }
+    }
+
     /// The node's current log (stable and not yet persisted entries) in `[lo, hi)`.
-    pub fn log_entries(&self, lo: Index, hi: Index) -> Result<Vec<Entry>, Error> { todo!() }
+    pub fn log_entries(&self, lo: Index, hi: Index) -> Result<Vec<Entry>, Error> {
+        self.log.entries(lo, hi, u64::MAX, usize::MAX)
+    }
+
     /// Term of the entry at `index` in the node's current log, if it has one.
-    pub fn log_term(&self, index: Index) -> Option<Term> { todo!() }
+    pub fn log_term(&self, index: Index) -> Option<Term> {
+        self.log.term(index)
+    }
+
+    fn hard_state(&self) -> HardState {
+        HardState { term: self.term, vote: self.vote, commit: self.log.committed }
+    }
+
+    fn quorum_is_self(&self) -> bool {
+        self.voters.ids() == [self.cfg.id]
+    }
+
+    fn promotable(&self) -> bool {
+        self.voters.contains(self.cfg.id)
+    }
+
+    // ---------------------------------------------------------------- inputs
+
+    /// Advances this node's clock by one tick.
+    pub fn tick(&mut self) {
+        self.now_ticks += 1;
+        if self.role == Role::Leader {
+            self.tick_leader();
+        } else {
+            self.election_elapsed += 1;
+            if self.promotable() && self.election_elapsed >= self.randomized_election_timeout {
+                self.campaign();
+            }
+        }
+    }
+
+    fn tick_leader(&mut self) {
+        self.heartbeat_elapsed += 1;
+        self.election_elapsed += 1;
+        if self.election_elapsed >= u64::from(self.cfg.election_timeout_ticks) {
+            self.election_elapsed = 0;
+            if self.cfg.check_quorum && !self.quorum_recently_active() {
+                // CheckQuorum: we may be on the minority side of a partition.
+                self.become_follower(self.term, None);
+                return;
+            }
+        }
+        if self.heartbeat_elapsed >= u64::from(self.cfg.heartbeat_interval_ticks) {
+            self.heartbeat_elapsed = 0;
+            self.broadcast_heartbeat();
+        }
+    }
+
+    /// Whether a quorum was heard from in the period that just ended; resets the period.
+    fn quorum_recently_active(&mut self) -> bool {
+        let id = self.cfg.id;
+        let Some(ls) = self.leader.as_mut() else { return false };
+        let active: Vec<NodeId> =
+            ls.progress.iter().filter(|(p, pr)| **p == id || pr.recent_active).map(|(p, _)| *p).collect();
+        for (p, pr) in ls.progress.iter_mut() {
+            pr.recent_active = *p == id;
+        }
+        self.voters.vote_result(|v| Some(active.contains(&v))) == VoteResult::Won
+    }
+
+    /// Starts an election now (a pre-vote first if PreVote is on).
+    pub fn campaign(&mut self) {
+        if !self.promotable() || self.role == Role::Leader {
+            return;
+        }
+        if self.cfg.pre_vote {
+            self.become_pre_candidate();
+        } else {
+            self.become_candidate();
+        }
+    }
+
+    /// Proposes one command. On a follower it is forwarded to the leader when
+    /// `Config::forward_proposals` is set. `Ok` means accepted for replication, not committed.
+    pub fn propose(&mut self, data: Bytes) -> Result<(), Error> {
+        self.propose_batch(vec![data])
+    }
+
+    /// Proposes several commands at once (all or none are accepted).
+    pub fn propose_batch(&mut self, data: Vec<Bytes>) -> Result<(), Error> {
+        let bytes: u64 = data.iter().map(|d| d.len() as u64).sum();
+        if let Some(big) = data.iter().find(|d| d.len() as u64 > self.cfg.max_proposal_bytes) {
+            return Err(Error::ProposalTooLarge { bytes: big.len() as u64, limit: self.cfg.max_proposal_bytes });
+        }
+        match self.role {
+            Role::Leader => self.append_proposals(data, bytes),
+            _ => match self.leader_id {
+                Some(leader) if self.cfg.forward_proposals => {
+                    self.send(leader, 0, MessageBody::Propose { data });
+                    Ok(())
+                }
+                Some(leader) => Err(Error::NotLeader { leader_hint: Some(leader) }),
+                None => Err(Error::NoLeader),
+            },
+        }
+    }
+
+    fn append_proposals(&mut self, data: Vec<Bytes>, bytes: u64) -> Result<(), Error> {
+        let ls = self.leader.as_ref().expect("leader state on a leader");
+        let uncommitted = ls.appended_total - ls.committed_total;
+        let size = bytes + crate::ENTRY_OVERHEAD_BYTES * data.len() as u64;
+        if uncommitted > 0 && uncommitted + size > self.cfg.max_uncommitted_bytes {
+            return Err(Error::UncommittedLimit {
+                uncommitted_bytes: uncommitted,
+                proposal_bytes: size,
+                limit: self.cfg.max_uncommitted_bytes,
+            });
+        }
+        let (term, first) = (self.term, self.log.last_index() + 1);
+        let entries = data
+            .into_iter()
+            .zip(first..)
+            .map(|(data, index)| Entry { term, index, kind: EntryKind::Normal, data })
+            .collect();
+        self.append_entries(entries, size);
+        Ok(())
+    }
+
+    /// Leader: appends entries of its term to its own log and schedules replication.
+    fn append_entries(&mut self, entries: Vec<Entry>, bytes: u64) {
+        let Some(last) = entries.last().map(|e| e.index) else { return };
+        self.log.truncate_and_append(entries);
+        let ls = self.leader.as_mut().expect("leader state on a leader");
+        ls.appended_total += bytes;
+        ls.uncommitted_batches.push_back((last, ls.appended_total));
+        self.append_needed = true;
+        if self.quorum_is_self() {
+            // Nothing to wait for but our own fsync.
+            self.maybe_commit();
+        }
+    }
+
+    /// Asks for a linearizable read. When it is safe, a [`ReadState`] with `ctx` comes out of a
+    /// later [`Raft::ready`]: serve the read once the applied index reaches its index.
+    pub fn read_index(&mut self, ctx: Bytes) -> Result<(), Error> {
+        match self.role {
+            Role::Leader => self.leader_read(ctx, None),
+            _ => match self.leader_id {
+                Some(leader) => {
+                    self.send(leader, 0, MessageBody::ReadIndex { ctx });
+                    Ok(())
+                }
+                None => Err(Error::NoLeader),
+            },
+        }
+    }
+
+    fn leader_read(&mut self, ctx: Bytes, requester: Option<NodeId>) -> Result<(), Error> {
+        let limit = self.cfg.max_pending_reads;
+        let committed_in_term = self.log.term(self.log.committed) == Some(self.term);
+        let lease_ok = self.cfg.read_mode == ReadMode::Lease && self.lease_valid();
+        let single = self.quorum_is_self();
+        let ls = self.leader.as_mut().expect("leader state on a leader");
+        if ls.pending_reads.len() + ls.reads_before_commit.len() >= limit {
+            return Err(Error::ReadQueueFull { limit });
+        }
+        if !committed_in_term {
+            ls.reads_before_commit.push_back((ctx, requester));
+            return Ok(());
+        }
+        let index = self.log.committed;
+        if lease_ok || single {
+            self.answer_read(ctx, requester, index);
+            return Ok(());
+        }
+        ls.round_needed = true;
+        let round = ls.round + 1;
+        ls.pending_reads.push_back(PendingRead { ctx, requester, index, round });
+        Ok(())
+    }
+
+    fn answer_read(&mut self, ctx: Bytes, requester: Option<NodeId>, index: Index) {
+        match requester {
+            None => self.read_states.push(ReadState { ctx, index }),
+            Some(to) => self.send(to, self.term, MessageBody::ReadIndexResponse { ctx, index }),
+        }
+    }
+
+    /// Whether the leader lease holds: a quorum acknowledged a heartbeat round sent less than
+    /// `Config::lease_ticks()` ago.
+    fn lease_valid(&self) -> bool {
+        let Some(ls) = self.leader.as_ref() else { return false };
+        let id = self.cfg.id;
+        let acked = self.voters.committed_index(|v| {
+            if v == id { ls.round } else { ls.progress.get(&v).map_or(0, |p| p.acked_round) }
+        });
+        ls.round_ticks
+            .iter()
+            .find(|&&(r, _)| r == acked)
+            .is_some_and(|&(_, sent)| self.now_ticks < sent + self.cfg.lease_ticks())
+    }
+
+    // ---------------------------------------------------------------- step
+
+    /// Handles a message from another node. An error means the message was invalid and dropped;
+    /// the node is unchanged and keeps running.
+    pub fn step(&mut self, m: Message) -> Result<(), Error> {
+        self.validate(&m)?;
+        let is_request_without_term =
+            matches!(m.body, MessageBody::Propose { .. } | MessageBody::ReadIndex { .. });
+        if !is_request_without_term {
+            if m.term > self.term {
+                if !self.accept_higher_term(&m) {
+                    return Ok(());
+                }
+            } else if m.term < self.term {
+                self.answer_stale_term(&m);
+                return Ok(());
+            }
+        }
+        match &m.body {
+            MessageBody::Vote { pre_vote, last_log_index, last_log_term, .. } => {
+                self.handle_vote_request(&m, *pre_vote, *last_log_index, *last_log_term);
+                Ok(())
+            }
+            _ => match self.role {
+                Role::Leader => self.step_leader(m),
+                Role::Candidate | Role::PreCandidate => self.step_candidate(m),
+                Role::Follower => self.step_follower(m),
+            },
+        }
+    }
+
+    fn validate(&self, m: &Message) -> Result<(), Error> {
+        let bad = |reason| Err(Error::InvalidMessage { from: m.from, reason });
+        if m.to != self.cfg.id {
+            return bad("addressed to another node");
+        }
+        if m.from == 0 || m.from == self.cfg.id {
+            return bad("invalid sender id");
+        }
+        if m.term > MAX_TERM {
+            return bad("term out of range");
+        }
+        let index_field = match &m.body {
+            MessageBody::Append { prev_log_index, leader_commit, .. } => (*prev_log_index).max(*leader_commit),
+            MessageBody::AppendResponse { index, hint_index, .. } => (*index).max(*hint_index),
+            MessageBody::Vote { last_log_index, .. } => *last_log_index,
+            MessageBody::Heartbeat { commit, .. } => *commit,
+            MessageBody::ReadIndexResponse { index, .. } => *index,
+            _ => 0,
+        };
+        if index_field > MAX_INDEX {
+            return bad("log index out of range");
+        }
+        if let MessageBody::Append { prev_log_index, prev_log_term, entries, .. } = &m.body {
+            let mut expect = prev_log_index.checked_add(1);
+            let mut prev_term = *prev_log_term;
+            for e in entries {
+                if Some(e.index) != expect {
+                    return bad("append entries are not contiguous after prev_log_index");
+                }
+                if e.term < prev_term || e.term > m.term {
+                    return bad("append entry terms are not ordered within the leader's term");
+                }
+                expect = e.index.checked_add(1);
+                prev_term = e.term;
+            }
+            if *prev_log_term > m.term {
+                return bad("prev_log_term is beyond the leader's term");
+            }
+        }
+        Ok(())
+    }
+
+    /// A message with a higher term. Returns whether to go on handling it.
+    fn accept_higher_term(&mut self, m: &Message) -> bool {
+        match m.body {
+            MessageBody::Vote { pre_vote, force, .. } => {
+                if !force && self.in_lease() {
+                    // We heard from a live leader recently: a disruptive candidate (§9.6, and
+                    // the "leader stickiness" of the dissertation) is ignored.
+                    return false;
+                }
+                if !pre_vote {
+                    self.become_follower(m.term, None);
+                }
+                true
+            }
+            // A granted pre-vote carries the term the candidate will use, not a newer term.
+            MessageBody::VoteResponse { pre_vote: true, granted: true } => true,
+            MessageBody::Append { .. } | MessageBody::Heartbeat { .. } => {
+                self.become_follower(m.term, Some(m.from));
+                true
+            }
+            _ => {
+                self.become_follower(m.term, None);
+                true
+            }
+        }
+    }
+
+    /// Whether this node heard from a live leader within the election timeout (and so refuses to
+    /// help depose it).
+    fn in_lease(&self) -> bool {
+        let timeout = u64::from(self.cfg.election_timeout_ticks);
+        let boot_guard = self.cfg.read_mode == ReadMode::Lease && self.now_ticks < timeout;
+        self.cfg.check_quorum
+            && ((self.leader_id.is_some() && self.election_elapsed < timeout) || boot_guard)
+    }
+
+    fn answer_stale_term(&mut self, m: &Message) {
+        match m.body {
+            MessageBody::Append { .. } | MessageBody::Heartbeat { .. }
+                if self.cfg.check_quorum || self.cfg.pre_vote =>
+            {
+                // Tell a stale leader our term so it steps down; without this a node partitioned
+                // with a higher term could never rejoin under PreVote/CheckQuorum.
+                self.send(
+                    m.from,
+                    self.term,
+                    MessageBody::AppendResponse { reject: true, index: 0, hint_index: 0, hint_term: 0 },
+                );
+            }
+            MessageBody::Vote { pre_vote: true, .. } => {
+                self.send(m.from, self.term, MessageBody::VoteResponse { pre_vote: true, granted: false });
+            }
+            _ => {}
+        }
+    }
+
+    fn handle_vote_request(&mut self, m: &Message, pre_vote: bool, last_index: Index, last_term: Term) {
+        let can_vote = self.vote == Some(m.from)
+            || (self.vote.is_none() && self.leader_id.is_none())
+            || (pre_vote && m.term > self.term);
+        let granted = can_vote && self.log.is_up_to_date(last_index, last_term);
+        // A pre-vote answer uses the candidate's future term when granted, our term otherwise.
+        let term = if granted && pre_vote { m.term } else { self.term };
+        if granted && !pre_vote {
+            self.vote = Some(m.from);
+            self.election_elapsed = 0;
+        }
+        self.send(m.from, term, MessageBody::VoteResponse { pre_vote, granted });
+    }
+
+    fn step_follower(&mut self, m: Message) -> Result<(), Error> {
+        match m.body {
+            MessageBody::Append { prev_log_index, prev_log_term, entries, leader_commit } => {
+                self.election_elapsed = 0;
+                self.leader_id = Some(m.from);
+                self.handle_append(m.from, prev_log_index, prev_log_term, entries, leader_commit)
+            }
+            MessageBody::Heartbeat { commit, round } => {
+                self.election_elapsed = 0;
+                self.leader_id = Some(m.from);
+                self.log.commit_to(commit.min(self.log.last_index()));
+                self.send(m.from, self.term, MessageBody::HeartbeatResponse { round });
+                Ok(())
+            }
+            MessageBody::ReadIndexResponse { ctx, index } => {
+                self.read_states.push(ReadState { ctx, index });
+                Ok(())
+            }
+            // Forwarded requests reach a follower only if leadership moved; the requester
+            // retries (forwarding again could loop).
+            _ => Ok(()),
+        }
+    }
+
+    fn step_candidate(&mut self, m: Message) -> Result<(), Error> {
+        match m.body {
+            MessageBody::Append { .. } | MessageBody::Heartbeat { .. } => {
+                // A leader exists in our term (§5.2): follow it.
+                self.become_follower(m.term, Some(m.from));
+                self.step_follower(m)
+            }
+            MessageBody::VoteResponse { pre_vote, granted } => {
+                if pre_vote != (self.role == Role::PreCandidate) {
+                    return Ok(());
+                }
+                self.votes.entry(m.from).or_insert(granted);
+                self.tally_votes();
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn tally_votes(&mut self) {
+        match self.voters.vote_result(|v| self.votes.get(&v).copied()) {
+            VoteResult::Won if self.role == Role::PreCandidate => self.become_candidate(),
+            VoteResult::Won => self.become_leader(),
+            VoteResult::Lost => self.become_follower(self.term, None),
+            VoteResult::Pending => {}
+        }
+    }
+
+    fn handle_append(
+        &mut self,
+        from: NodeId,
+        prev_index: Index,
+        prev_term: Term,
+        entries: Vec<Entry>,
+        leader_commit: Index,
+    ) -> Result<(), Error> {
+        if prev_index < self.log.committed {
+            let body = MessageBody::AppendResponse { reject: false, index: self.log.committed, hint_index: 0, hint_term: 0 };
+            self.send(from, self.term, body);
+            return Ok(());
+        }
+        match self.log.maybe_append(prev_index, prev_term, leader_commit, entries) {
+            Ok(Some(last_new)) => {
+                let body = MessageBody::AppendResponse { reject: false, index: last_new, hint_index: 0, hint_term: 0 };
+                self.send(from, self.term, body);
+                Ok(())
+            }
+            Ok(None) => {
+                let (hint_index, hint_term) = self.log.find_conflict_by_term(prev_index, prev_term);
+                let body = MessageBody::AppendResponse { reject: true, index: prev_index, hint_index, hint_term };
+                self.send(from, self.term, body);
+                Ok(())
+            }
+            Err(reason) => Err(Error::InvalidMessage { from, reason }),
+        }
+    }
+
+    fn step_leader(&mut self, m: Message) -> Result<(), Error> {
+        let from = m.from;
+        match m.body {
+            MessageBody::AppendResponse { reject, index, hint_index, hint_term } => {
+                self.handle_append_response(from, reject, index, hint_index, hint_term);
+            }
+            MessageBody::HeartbeatResponse { round } => self.handle_heartbeat_response(from, round),
+            MessageBody::Propose { data } => {
+                // Forwarded proposals: refused ones are dropped; the client times out and retries.
+                let bytes = data.iter().map(|d| d.len() as u64).sum();
+                if data.iter().all(|d| d.len() as u64 <= self.cfg.max_proposal_bytes) {
+                    let _ = self.append_proposals(data, bytes);
+                }
+            }
+            MessageBody::ReadIndex { ctx } => {
+                let _ = self.leader_read(ctx, Some(from));
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn handle_append_response(&mut self, from: NodeId, reject: bool, index: Index, hint_index: Index, hint_term: Term) {
+        let probe_hint = if reject && hint_term > 0 {
+            self.log.find_conflict_by_term(hint_index, hint_term).0
+        } else {
+            hint_index
+        };
+        let Some(pr) = self.progress_mut(from) else { return };
+        pr.recent_active = true;
+        if reject {
+            if index == 0 {
+                return; // Answer to a stale-term message; nothing to repair.
+            }
+            if pr.maybe_decr_to(index, probe_hint) {
+                if pr.state == ProgressState::Replicate {
+                    pr.become_probe();
+                }
+                self.send_append(from, true);
+            }
+            return;
+        }
+        let was_paused = pr.is_paused();
+        if !pr.maybe_update(index) {
+            return;
+        }
+        match pr.state {
+            ProgressState::Probe => pr.become_replicate(),
+            ProgressState::Replicate => pr.inflights.free_le(index),
+        }
+        if self.maybe_commit() {
+            self.append_needed = true;
+        } else if was_paused {
+            self.send_append(from, false);
+        }
+        // Pipelining: fill the window with what is left.
+        while self.send_append(from, false) {}
+    }
+
+    fn handle_heartbeat_response(&mut self, from: NodeId, round: u64) {
+        let last = self.log.last_index();
+        let Some(pr) = self.progress_mut(from) else { return };
+        pr.recent_active = true;
+        pr.probe_sent = false;
+        pr.acked_round = pr.acked_round.max(round);
+        if pr.state == ProgressState::Replicate && pr.inflights.full() {
+            pr.inflights.free_first();
+        }
+        if pr.match_index < last {
+            self.send_append(from, true);
+        }
+        self.release_confirmed_reads();
+    }
+
+    fn progress_mut(&mut self, id: NodeId) -> Option<&mut Progress> {
+        self.leader.as_mut().and_then(|ls| ls.progress.get_mut(&id))
+    }
+
+    // ---------------------------------------------------------------- leader machinery
+
+    /// Sends an append to `to` if it is not paused. With `allow_empty`, sends one even with no
+    /// new entries (to carry the commit index or probe). Returns whether something was sent.
+    fn send_append(&mut self, to: NodeId, allow_empty: bool) -> bool {
+        let (max_bytes, max_count) = (self.cfg.max_append_bytes, self.cfg.max_append_entries);
+        let last = self.log.last_index();
+        let Some(pr) = self.leader.as_ref().and_then(|ls| ls.progress.get(&to)) else { return false };
+        if pr.is_paused() {
+            return false;
+        }
+        let next = pr.next_index;
+        let Some(prev_log_term) = self.log.term(next - 1) else {
+            // Needs a snapshot; compaction is not enabled yet, so this cannot happen with a
+            // consistent log.
+            return false;
+        };
+        let entries = match self.log.entries(next, last + 1, max_bytes, max_count) {
+            Ok(e) => e,
+            Err(_) => return false,
+        };
+        if entries.is_empty() && !allow_empty {
+            return false;
+        }
+        let bytes: u64 = entries.iter().map(Entry::size_bytes).sum();
+        let (count, sent_last) = (entries.len(), entries.last().map_or(next - 1, |e| e.index));
+        let body = MessageBody::Append {
+            prev_log_index: next - 1,
+            prev_log_term,
+            entries,
+            leader_commit: self.log.committed,
+        };
+        self.send(to, self.term, body);
+        if let Some(pr) = self.progress_mut(to) {
+            pr.sent_append(count, sent_last, bytes);
+        }
+        true
+    }
+
+    fn broadcast_append(&mut self) {
+        for to in self.peers() {
+            self.send_append(to, true);
+        }
+    }
+
+    fn peers(&self) -> Vec<NodeId> {
+        let id = self.cfg.id;
+        self.leader.as_ref().map_or_else(Vec::new, |ls| ls.progress.keys().copied().filter(|&p| p != id).collect())
+    }
+
+    fn broadcast_heartbeat(&mut self) {
+        let now = self.now_ticks;
+        let keep_ticks = u64::from(self.cfg.election_timeout_ticks);
+        let commit = self.log.committed;
+        let Some(ls) = self.leader.as_mut() else { return };
+        ls.round += 1;
+        ls.round_needed = false;
+        let round = ls.round;
+        ls.round_ticks.push_back((round, now));
+        while ls.round_ticks.front().is_some_and(|&(_, t)| t + keep_ticks < now)
+            || ls.round_ticks.len() > MAX_TRACKED_ROUNDS
+        {
+            ls.round_ticks.pop_front();
+        }
+        let targets: Vec<(NodeId, Index)> = ls
+            .progress
+            .iter()
+            .filter(|(p, _)| **p != self.cfg.id)
+            .map(|(p, pr)| (*p, commit.min(pr.match_index)))
+            .collect();
+        for (to, commit) in targets {
+            self.send(to, self.term, MessageBody::Heartbeat { commit, round });
+        }
+    }
+
+    /// Commits the largest index replicated on a quorum, if it is of the current term
+    /// (§5.4.2: never by counting replicas of an older term's entry). Returns whether it moved.
+    fn maybe_commit(&mut self) -> bool {
+        let id = self.cfg.id;
+        let persisted = self.log.persisted();
+        let Some(ls) = self.leader.as_ref() else { return false };
+        let mci = self.voters.committed_index(|v| {
+            if v == id { persisted } else { ls.progress.get(&v).map_or(0, |p| p.match_index) }
+        });
+        if mci <= self.log.committed || self.log.term(mci) != Some(self.term) {
+            return false;
+        }
+        let first_commit_in_term = self.log.term(self.log.committed) != Some(self.term);
+        self.log.commit_to(mci);
+        let ls = self.leader.as_mut().expect("checked above");
+        while let Some(&(idx, total)) = ls.uncommitted_batches.front() {
+            if idx > mci {
+                break;
+            }
+            ls.committed_total = total;
+            ls.uncommitted_batches.pop_front();
+        }
+        if first_commit_in_term {
+            // Reads asked before the first commit of the term can proceed now (§6.4).
+            let waiting: Vec<_> = ls.reads_before_commit.drain(..).collect();
+            for (ctx, requester) in waiting {
+                let _ = self.leader_read(ctx, requester);
+            }
+        }
+        true
+    }
+
+    /// Answers the reads whose heartbeat round a quorum acknowledged.
+    fn release_confirmed_reads(&mut self) {
+        let id = self.cfg.id;
+        let Some(ls) = self.leader.as_ref() else { return };
+        if ls.pending_reads.is_empty() {
+            return;
+        }
+        let acked = self.voters.committed_index(|v| {
+            if v == id { ls.round } else { ls.progress.get(&v).map_or(0, |p| p.acked_round) }
+        });
+        let ls = self.leader.as_mut().expect("checked above");
+        let mut ready = Vec::new();
+        while ls.pending_reads.front().is_some_and(|r| r.round <= acked) {
+            ready.extend(ls.pending_reads.pop_front());
+        }
+        for r in ready {
+            self.answer_read(r.ctx, r.requester, r.index);
+        }
+    }
+
+    // ---------------------------------------------------------------- transitions
+
+    fn reset_election_timer(&mut self) {
+        self.election_elapsed = 0;
+        self.heartbeat_elapsed = 0;
+        let base = u64::from(self.cfg.election_timeout_ticks);
+        self.randomized_election_timeout = base + self.rng.next_u64() % base;
+    }
+
+    fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
+        if term != self.term {
+            self.term = term;
+            self.vote = None;
+        }
+        self.role = Role::Follower;
+        self.leader_id = leader;
+        self.leader = None;
+        self.votes.clear();
+        self.append_needed = false;
+        self.reset_election_timer();
+    }
+
+    fn become_pre_candidate(&mut self) {
+        self.role = Role::PreCandidate;
+        self.leader_id = None;
+        self.votes.clear();
+        self.leader = None;
+        self.reset_election_timer();
+        self.request_votes(true);
+    }
+
+    fn become_candidate(&mut self) {
+        self.term += 1;
+        self.vote = Some(self.cfg.id);
+        self.role = Role::Candidate;
+        self.leader_id = None;
+        self.votes.clear();
+        self.leader = None;
+        self.reset_election_timer();
+        self.request_votes(false);
+    }
+
+    fn request_votes(&mut self, pre_vote: bool) {
+        let id = self.cfg.id;
+        let term = if pre_vote { self.term + 1 } else { self.term };
+        let (last_log_index, last_log_term) = (self.log.last_index(), self.log.last_term());
+        self.votes.insert(id, true);
+        for v in self.voters.ids().into_iter().filter(|&v| v != id) {
+            let body = MessageBody::Vote { pre_vote, last_log_index, last_log_term, force: false };
+            self.send(v, term, body);
+        }
+        self.tally_votes();
+    }
+
+    fn become_leader(&mut self) {
+        let id = self.cfg.id;
+        let next = self.log.last_index() + 1;
+        let mut progress = BTreeMap::new();
+        for p in self.voters.ids().into_iter().chain(self.learners.iter().copied()) {
+            let mut pr = Progress::new(next, self.cfg.max_inflight_msgs, self.cfg.max_inflight_bytes);
+            if p == id {
+                pr.match_index = self.log.persisted();
+                pr.become_replicate();
+                pr.recent_active = true;
+            }
+            progress.insert(p, pr);
+        }
+        self.role = Role::Leader;
+        self.leader_id = Some(id);
+        self.votes.clear();
+        self.leader = Some(LeaderState {
+            progress,
+            round: 0,
+            round_ticks: VecDeque::new(),
+            pending_reads: VecDeque::new(),
+            reads_before_commit: VecDeque::new(),
+            round_needed: false,
+            appended_total: 0,
+            uncommitted_batches: VecDeque::new(),
+            committed_total: 0,
+        });
+        self.reset_election_timer();
+        // The empty entry of the new term lets the leader commit what earlier terms left (§5.4.2).
+        let empty = Entry { term: self.term, index: next, kind: EntryKind::Empty, data: Bytes::new() };
+        self.append_entries(vec![empty], 0);
+    }
+
+    // ---------------------------------------------------------------- output
+
+    fn send(&mut self, to: NodeId, term: Term, body: MessageBody) {
+        let m = Message { from: self.cfg.id, to, term, body };
+        if needs_persistence(&m.body) {
+            self.persisted_msgs.push(m);
+        } else {
+            self.msgs.push(m);
+        }
+    }
+
+    /// Whether [`Raft::ready`] has anything to hand out.
+    pub fn has_ready(&self) -> bool {
+        !self.msgs.is_empty()
+            || !self.persisted_msgs.is_empty()
+            || !self.read_states.is_empty()
+            || self.append_needed
+            || self.leader.as_ref().is_some_and(|ls| ls.round_needed)
+            || self.log.has_unpersisted()
+            || self.hard_state() != self.prev_hard_state
+            || self.log.has_next_committed()
+    }
+
+    /// Collects the work to do. Call it after inputs, whenever [`Raft::has_ready`] is true.
+    pub fn ready(&mut self) -> Ready {
+        if self.leader.as_ref().is_some_and(|ls| ls.round_needed) {
+            self.broadcast_heartbeat();
+        }
+        if std::mem::take(&mut self.append_needed) && self.role == Role::Leader {
+            self.broadcast_append();
+        }
+        let number = self.next_ready_number;
+        self.next_ready_number += 1;
+        let entries = self.log.take_unpersisted();
+        let hs = self.hard_state();
+        let hard_state = (hs != self.prev_hard_state).then_some(hs);
+        self.prev_hard_state = hs;
+        if let Some(last) = entries.last() {
+            self.unpersisted_readies.push_back((number, last.index, last.term));
+        } else {
+            self.unpersisted_readies.push_back((number, 0, 0));
+        }
+        let committed_entries = self.log.next_committed(self.cfg.max_apply_bytes).unwrap_or_default();
+        Ready {
+            number,
+            messages: std::mem::take(&mut self.msgs),
+            hard_state,
+            entries,
+            persisted_messages: std::mem::take(&mut self.persisted_msgs),
+            committed_entries,
+            read_states: std::mem::take(&mut self.read_states),
+        }
+    }
+
+    /// The driver made `Ready` number `number` (and every earlier one) durable.
+    pub fn on_persisted(&mut self, number: u64) -> Result<(), Error> {
+        if !self.unpersisted_readies.iter().any(|&(n, _, _)| n == number) {
+            return Err(Error::UnknownReady { number });
+        }
+        while let Some(&(n, index, term)) = self.unpersisted_readies.front() {
+            if n > number {
+                break;
+            }
+            self.unpersisted_readies.pop_front();
+            if index > 0 {
+                self.log.stable_to(index, term);
+            }
+        }
+        if self.role == Role::Leader {
+            let persisted = self.log.persisted();
+            let id = self.cfg.id;
+            if let Some(pr) = self.progress_mut(id) {
+                pr.maybe_update(persisted);
+            }
+            if self.maybe_commit() {
+                self.append_needed = true;
+            }
+        }
+        Ok(())
+    }
+
+    /// The state machine applied every committed entry up to `index`.
+    pub fn on_applied(&mut self, index: Index) -> Result<(), Error> {
+        if index > self.log.applying {
+            return Err(Error::AppliedBeyondCommitted { applied: index, handed_out: self.log.applying });
+        }
+        self.log.applied = self.log.applied.max(index);
+        Ok(())
+    }
 }

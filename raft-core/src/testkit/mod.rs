@@ -1,1 +1,3 @@
 //! Deterministic simulator, checkers and test helpers (feature `testkit`).
+pub mod linearizability;
+pub mod harness;
