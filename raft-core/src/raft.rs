@@ -536,7 +536,12 @@ impl<S: Storage> Raft<S> {
                     return false;
                 }
                 if !pre_vote {
+                    // Keep our election timer: only granting a vote resets it (Figure 2). A
+                    // candidate we end up rejecting (stale log, fast clock) must not be able to
+                    // keep everyone else from timing out.
+                    let elapsed = self.election_elapsed;
                     self.become_follower(m.term, None);
+                    self.election_elapsed = elapsed;
                 }
                 true
             }
