@@ -40,7 +40,9 @@ pub struct Config {
     pub lease_clock_drift_percent: u32,
     /// Most append messages in flight to one follower while replicating.
     pub max_inflight_msgs: usize,
-    /// Most bytes of entries in flight to one follower while replicating.
+    /// Bytes of entries in flight to one follower at which the leader stops sending more while
+    /// replicating (the message that crosses it is still sent, so the window exceeds it by at most
+    /// one message of `max_append_bytes`).
     pub max_inflight_bytes: u64,
     /// Most bytes of entries in one append message (at least one entry is always sent).
     pub max_append_bytes: u64,

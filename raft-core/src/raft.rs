@@ -18,8 +18,8 @@ use crate::types::{
 
 /// One batch of work the core asks its driver to do. Do it in this order:
 /// 1. send `messages` (they do not depend on this batch's persistence);
-/// 2. persist `entries` (replacing the stored log from `entries[0].index` on) and `hard_state`,
-///    durably (fsync);
+/// 2. persist `entries` (replacing the stored log from `entries[0].index` on), then `hard_state`,
+///    durably (fsync): `hard_state.commit` may point into `entries`, so write the entries first;
 /// 3. call [`Raft::on_persisted`] with `number`, then send `persisted_messages`;
 /// 4. apply `committed_entries` in order, then call [`Raft::on_applied`];
 /// 5. serve each of `read_states` once the applied index reaches its `index`.
@@ -686,9 +686,19 @@ impl<S: Storage> Raft<S> {
         let from = m.from;
         match m.body {
             MessageBody::AppendResponse { reject, index, hint_index, hint_term } => {
+                if index > self.log.last_index() {
+                    // Acknowledging entries we never sent would commit them without a quorum.
+                    return Err(Error::InvalidMessage { from, reason: "append answer beyond the leader's log" });
+                }
                 self.handle_append_response(from, reject, index, hint_index, hint_term);
             }
-            MessageBody::HeartbeatResponse { round } => self.handle_heartbeat_response(from, round),
+            MessageBody::HeartbeatResponse { round } => {
+                if self.leader.as_ref().is_some_and(|ls| round > ls.round) {
+                    // Acknowledging a round not sent yet would confirm reads without a quorum.
+                    return Err(Error::InvalidMessage { from, reason: "heartbeat answer for a round not sent" });
+                }
+                self.handle_heartbeat_response(from, round)
+            }
             MessageBody::Propose { data } => {
                 // Forwarded proposals: refused ones are dropped; the client times out and retries.
                 let bytes = data.iter().map(|d| d.len() as u64).sum();
@@ -735,7 +745,8 @@ impl<S: Storage> Raft<S> {
         if self.maybe_commit() {
             self.append_needed = true;
         } else if was_paused {
-            self.send_append(from, false);
+            // The follower may lack the latest commit index: send it even with no new entries.
+            self.send_append(from, true);
         }
         // Pipelining: fill the window with what is left.
         while self.send_append(from, false) {}
