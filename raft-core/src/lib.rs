@@ -85,15 +85,18 @@ mod quorum;
 mod raft;
 mod rng;
 mod storage;
+mod transport;
 mod types;
 
 pub use config::{Config, ReadMode};
 pub use error::{ConfigError, Error, StorageError};
 pub use raft::{Raft, Ready, Status};
-pub use storage::{ConfState, InitialState, MemStorage, Storage};
+pub use storage::{InitialState, LogStore, MemStorage, Storage};
+pub use transport::{SnapshotStatus, Transport, TransportEvent};
 pub use types::{
-    ENTRY_OVERHEAD_BYTES, Entry, EntryKind, HardState, Index, Message, MessageBody, NodeId,
-    ReadState, Role, Term,
+    ConfChange, ConfChangeOp, ConfChangeTransition, ConfState, ENTRY_OVERHEAD_BYTES, Entry,
+    EntryKind, HardState, Index, Message, MessageBody, NodeId, ReadState, Role, Snapshot,
+    SnapshotMeta, Term,
 };
 
 #[cfg(test)]

@@ -6,16 +6,7 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::error::StorageError;
-use crate::types::{Entry, HardState, Index, NodeId, Term};
-
-/// Cluster membership as stored with the log.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
-pub struct ConfState {
-    /// Voting members.
-    pub voters: Vec<NodeId>,
-    /// Non-voting members that receive the log.
-    pub learners: Vec<NodeId>,
-}
+use crate::types::{ConfState, Entry, HardState, Index, NodeId, Snapshot, SnapshotMeta, Term};
 
 /// What a node restarts from.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -47,12 +38,46 @@ pub trait Storage {
     fn first_index(&self) -> Result<Index, StorageError>;
     /// Index of the last entry (`first_index() - 1` for an empty log).
     fn last_index(&self) -> Result<Index, StorageError>;
+    /// The latest snapshot (metadata index 0 and empty data if there is none). Its index is
+    /// `first_index() - 1` unless entries were kept below it.
+    fn snapshot(&self) -> Result<Snapshot, StorageError>;
+}
+
+/// Write access to durable storage: what a driver uses to carry out a `Ready`.
+///
+/// Contract for implementations:
+/// - Writes are visible to [`Storage`] reads at once, but durable only after [`LogStore::sync`]
+///   returns `Ok`. A crash may lose any write not covered by a successful `sync`, but never
+///   half of a record, and never anything a successful `sync` covered.
+/// - Several writes may share one `sync` (group commit).
+/// - Methods take `&self`: implementations are shared between the core's reads and the driver's
+///   writes and synchronize internally.
+/// - On error nothing is half-applied in a way later reads would return as valid.
+pub trait LogStore: Storage {
+    /// Appends `entries` (contiguous), first discarding every stored entry at or after
+    /// `entries[0].index`, which must be in `first_index()..=last_index() + 1`.
+    fn append_entries(&self, entries: &[Entry]) -> Result<(), StorageError>;
+    /// Replaces the hard state.
+    fn save_hard_state(&self, hard_state: &HardState) -> Result<(), StorageError>;
+    /// Replaces the membership.
+    fn save_conf_state(&self, conf_state: &ConfState) -> Result<(), StorageError>;
+    /// Replaces the whole log with a snapshot received from the leader: afterwards the log is
+    /// empty after `snapshot.meta.index`, `term(meta.index) == meta.term`, the membership is
+    /// `meta.conf_state` and [`Storage::snapshot`] returns it. A snapshot older than the current
+    /// one is refused with [`StorageError::Compacted`].
+    fn install_snapshot(&self, snapshot: &Snapshot) -> Result<(), StorageError>;
+    /// Stores a snapshot the application made at `snapshot.meta.index` (at most the applied index,
+    /// within the log) and discards the entries up to and including it.
+    fn compact(&self, snapshot: &Snapshot) -> Result<(), StorageError>;
+    /// Makes every earlier write durable (fsync).
+    fn sync(&self) -> Result<(), StorageError>;
 }
 
 #[derive(Debug, Default)]
 struct MemInner {
     hard_state: HardState,
     conf_state: ConfState,
+    snapshot: Snapshot,
     /// Index and term of the entry before `entries[0]` (compaction point).
     offset_index: Index,
     offset_term: Term,
@@ -144,6 +169,36 @@ impl MemStorage {
         Ok(())
     }
 
+    /// Stores `snapshot` and discards entries up to its index (see [`LogStore::compact`]).
+    pub fn compact_with(&self, snapshot: &Snapshot) -> Result<(), StorageError> {
+        let index = snapshot.meta.index;
+        let term = self.term(index)?;
+        if term != snapshot.meta.term {
+            return Err(StorageError::Corrupt {
+                what: format!("snapshot at index {index}"),
+                detail: format!("snapshot term {} but the log has term {term}", snapshot.meta.term),
+            });
+        }
+        self.compact(index)?;
+        self.lock().snapshot = snapshot.clone();
+        Ok(())
+    }
+
+    /// Replaces the log with `snapshot` (see [`LogStore::install_snapshot`]).
+    pub fn install(&self, snapshot: &Snapshot) -> Result<(), StorageError> {
+        let mut s = self.lock();
+        let SnapshotMeta { index, term, .. } = snapshot.meta;
+        if index < s.snapshot.meta.index {
+            return Err(StorageError::Compacted { index });
+        }
+        s.entries.clear();
+        s.offset_index = index;
+        s.offset_term = term;
+        s.conf_state = snapshot.meta.conf_state.clone();
+        s.snapshot = snapshot.clone();
+        Ok(())
+    }
+
     /// A deep copy that shares nothing with `self` (used to model a disk image at a crash).
     pub fn deep_clone(&self) -> MemStorage {
         let s = self.lock();
@@ -154,6 +209,7 @@ impl MemStorage {
                 offset_index: s.offset_index,
                 offset_term: s.offset_term,
                 entries: s.entries.clone(),
+                snapshot: s.snapshot.clone(),
             })),
         }
     }
@@ -209,6 +265,35 @@ impl Storage for MemStorage {
 
     fn last_index(&self) -> Result<Index, StorageError> {
         Ok(self.lock().last_index())
+    }
+
+    fn snapshot(&self) -> Result<Snapshot, StorageError> {
+        Ok(self.lock().snapshot.clone())
+    }
+}
+
+/// Writes are "durable" at once: `MemStorage` models a disk with no volatile cache. The
+/// simulator models lost unsynced writes by delaying the writes themselves.
+impl LogStore for MemStorage {
+    fn append_entries(&self, entries: &[Entry]) -> Result<(), StorageError> {
+        self.append(entries)
+    }
+    fn save_hard_state(&self, hard_state: &HardState) -> Result<(), StorageError> {
+        self.set_hard_state(*hard_state);
+        Ok(())
+    }
+    fn save_conf_state(&self, conf_state: &ConfState) -> Result<(), StorageError> {
+        self.set_conf_state(conf_state.clone());
+        Ok(())
+    }
+    fn install_snapshot(&self, snapshot: &Snapshot) -> Result<(), StorageError> {
+        self.install(snapshot)
+    }
+    fn compact(&self, snapshot: &Snapshot) -> Result<(), StorageError> {
+        self.compact_with(snapshot)
+    }
+    fn sync(&self) -> Result<(), StorageError> {
+        Ok(())
     }
 }
 

@@ -19,6 +19,127 @@ pub enum EntryKind {
     Normal,
     /// The empty entry a new leader appends to commit entries of earlier terms (§5.4.2, §8).
     Empty,
+    /// A membership change; `data` is an encoded [`ConfChange`]. It takes effect when committed.
+    ConfChange,
+}
+
+/// One step of a membership change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ConfChangeOp {
+    /// Add a voter, or promote a learner to voter.
+    AddVoter(NodeId),
+    /// Add a learner (receives the log, does not vote), or demote a voter.
+    AddLearner(NodeId),
+    /// Remove a voter or learner.
+    Remove(NodeId),
+}
+
+/// How a membership change moves between configurations (§6 of the Raft paper).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum ConfChangeTransition {
+    /// One voter added or removed: applied directly; several changes: through a joint
+    /// configuration that the leader leaves automatically once it is committed.
+    #[default]
+    Auto,
+    /// Enter a joint configuration and stay there until an explicit [`ConfChange::leave_joint`].
+    JointExplicit,
+}
+
+/// A membership change, proposed with `Raft::propose_conf_change` and carried in an entry of
+/// kind [`EntryKind::ConfChange`].
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Default)]
+pub struct ConfChange {
+    /// The changes; empty means "leave the joint configuration".
+    pub ops: Vec<ConfChangeOp>,
+    /// How to move to the new configuration.
+    pub transition: ConfChangeTransition,
+}
+
+impl ConfChange {
+    /// The change that leaves a joint configuration.
+    pub fn leave_joint() -> ConfChange {
+        ConfChange { ops: Vec::new(), transition: ConfChangeTransition::Auto }
+    }
+
+    /// Encodes the change for an entry's payload.
+    pub fn encode(&self) -> Bytes {
+        let mut out = Vec::with_capacity(2 + 9 * self.ops.len());
+        out.push(match self.transition {
+            ConfChangeTransition::Auto => 0,
+            ConfChangeTransition::JointExplicit => 1,
+        });
+        for op in &self.ops {
+            let (tag, id) = match *op {
+                ConfChangeOp::AddVoter(id) => (0u8, id),
+                ConfChangeOp::AddLearner(id) => (1, id),
+                ConfChangeOp::Remove(id) => (2, id),
+            };
+            out.push(tag);
+            out.extend_from_slice(&id.to_le_bytes());
+        }
+        Bytes::from(out)
+    }
+
+    /// Decodes an entry payload; `None` if it is not a valid encoding.
+    pub fn decode(data: &[u8]) -> Option<ConfChange> {
+        let (&t, rest) = data.split_first()?;
+        let transition = match t {
+            0 => ConfChangeTransition::Auto,
+            1 => ConfChangeTransition::JointExplicit,
+            _ => return None,
+        };
+        if rest.len() % 9 != 0 {
+            return None;
+        }
+        let mut ops = Vec::with_capacity(rest.len() / 9);
+        for chunk in rest.chunks_exact(9) {
+            let id = u64::from_le_bytes(chunk[1..9].try_into().ok()?);
+            ops.push(match chunk[0] {
+                0 => ConfChangeOp::AddVoter(id),
+                1 => ConfChangeOp::AddLearner(id),
+                2 => ConfChangeOp::Remove(id),
+                _ => return None,
+            });
+        }
+        Some(ConfChange { ops, transition })
+    }
+}
+
+/// Cluster membership as stored with the log and in snapshots.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ConfState {
+    /// Voting members (of the incoming configuration when joint).
+    pub voters: Vec<NodeId>,
+    /// Non-voting members that receive the log.
+    pub learners: Vec<NodeId>,
+    /// Voters of the outgoing configuration; non-empty only in a joint configuration.
+    pub voters_outgoing: Vec<NodeId>,
+    /// Outgoing voters that become learners when the joint configuration is left.
+    pub learners_next: Vec<NodeId>,
+    /// Leave the joint configuration automatically once it is committed.
+    pub auto_leave: bool,
+    /// Log index of the entry that produced this configuration (0: the bootstrap configuration).
+    pub index: Index,
+}
+
+/// What a snapshot covers.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SnapshotMeta {
+    /// Last log index included in the snapshot.
+    pub index: Index,
+    /// Term of that entry.
+    pub term: Term,
+    /// Membership as of `index`.
+    pub conf_state: ConfState,
+}
+
+/// A state machine snapshot: metadata plus the application's opaque data.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// What it covers.
+    pub meta: SnapshotMeta,
+    /// The application's serialized state.
+    pub data: Bytes,
 }
 
 /// One entry of the replicated log.
@@ -154,6 +275,12 @@ pub enum MessageBody {
         /// Read index (the leader's commit index when the round started).
         index: Index,
     },
+    /// Leader → follower: the follower's next entry was compacted away; install this snapshot
+    /// (§7). Transports may stream `snapshot.data` in chunks and reassemble it.
+    InstallSnapshot {
+        /// The snapshot.
+        snapshot: Snapshot,
+    },
     /// Leader → transfer target: campaign now, ignoring leases (§3.10 of the dissertation).
     TimeoutNow,
 }
@@ -173,6 +300,7 @@ impl MessageBody {
             MessageBody::Propose { .. } => "Propose",
             MessageBody::ReadIndex { .. } => "ReadIndex",
             MessageBody::ReadIndexResponse { .. } => "ReadIndexResponse",
+            MessageBody::InstallSnapshot { .. } => "InstallSnapshot",
             MessageBody::TimeoutNow => "TimeoutNow",
         }
     }
@@ -183,6 +311,7 @@ impl MessageBody {
         HEADER
             + match self {
                 MessageBody::Append { entries, .. } => entries.iter().map(Entry::size_bytes).sum(),
+                MessageBody::InstallSnapshot { snapshot } => snapshot.data.len() as u64 + 64,
                 MessageBody::ReadIndex { ctx }
                 | MessageBody::ReadIndexResponse { ctx, .. } => ctx.len() as u64,
                 MessageBody::Propose { data } => data.iter().map(|d| d.len() as u64 + 8).sum(),
