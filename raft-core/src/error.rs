@@ -38,6 +38,43 @@ pub enum Error {
         /// The configured limit.
         limit: usize,
     },
+    /// A leadership transfer is in progress; proposals resume when it ends or times out.
+    #[error("leadership transfer to node {target} in progress; retry shortly")]
+    TransferInProgress {
+        /// The node leadership is being transferred to.
+        target: NodeId,
+    },
+    /// A leadership transfer that cannot be done.
+    #[error("cannot transfer leadership to node {target}: {reason}")]
+    InvalidTransfer {
+        /// The requested target.
+        target: NodeId,
+        /// Why not.
+        reason: &'static str,
+    },
+    /// Another membership change is not yet applied; only one may be in progress at a time.
+    #[error("membership change at index {pending_index} is still in progress; retry after it is applied")]
+    ConfChangeInProgress {
+        /// Log index of the change in progress.
+        pending_index: Index,
+    },
+    /// A membership change refused as invalid (see the reason), or proposed before this leader
+    /// committed an entry of its term.
+    #[error("membership change refused: {reason}")]
+    ConfChangeRefused {
+        /// Why.
+        reason: String,
+    },
+    /// A snapshot asked for at an index that is not applied, or already compacted.
+    #[error("no snapshot metadata for index {index}: it must be in [{first}, {applied}]")]
+    SnapshotOutOfRange {
+        /// The index asked for.
+        index: Index,
+        /// The lowest possible (the current snapshot index).
+        first: Index,
+        /// The applied index.
+        applied: Index,
+    },
     /// A message that does not make sense (wrong recipient, non-contiguous entries, …). The message
     /// is dropped and the node keeps running.
     #[error("invalid message from node {from}: {reason}")]

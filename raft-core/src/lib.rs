@@ -77,6 +77,7 @@
 //! and runs their clocks at different rates; client histories are checked for linearizability.
 #![deny(missing_docs)]
 
+mod confchange;
 mod config;
 mod error;
 mod log;

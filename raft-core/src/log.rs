@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 
 use crate::error::{Error, StorageError};
 use crate::storage::Storage;
-use crate::types::{Entry, Index, Term};
+use crate::types::{Entry, Index, Snapshot, SnapshotMeta, Term};
 
 /// The log of one node.
 // Invariant: applied <= applying <= committed <= last_index();
@@ -26,13 +26,21 @@ pub(crate) struct RaftLog<S: Storage> {
     pub(crate) applying: Index,
     /// Last index the state machine acknowledged.
     pub(crate) applied: Index,
+    /// The latest snapshot the log starts from (from storage, or received and not yet durable).
+    /// Entries at or below its index are compacted away from this log's point of view.
+    snapshot_meta: SnapshotMeta,
+    /// A snapshot to hand out in the next `Ready` (to persist and restore the state machine from).
+    pending_snapshot: Option<Snapshot>,
 }
 
 impl<S: Storage> RaftLog<S> {
     pub(crate) fn new(storage: S, committed: Index, applied: Index) -> Result<RaftLog<S>, Error> {
         let last = storage.last_index()?;
         let first = storage.first_index()?;
+        let snapshot = storage.snapshot()?;
         let committed = committed.max(applied).max(first - 1);
+        // A state machine that is behind the snapshot must be restored from it first.
+        let pending_snapshot = (applied < snapshot.meta.index).then(|| snapshot.clone());
         if committed > last {
             return Err(StorageError::Corrupt {
                 what: "hard state".into(),
@@ -49,7 +57,46 @@ impl<S: Storage> RaftLog<S> {
             committed,
             applying: applied.max(first - 1),
             applied: applied.max(first - 1),
+            snapshot_meta: snapshot.meta,
+            pending_snapshot,
         })
+    }
+
+    /// The snapshot the log starts from.
+    pub(crate) fn snapshot_meta(&self) -> &SnapshotMeta {
+        &self.snapshot_meta
+    }
+
+    /// Starts the log over from a snapshot received from the leader (§7): everything up to its
+    /// index is replaced by it. The snapshot is handed out in the next `Ready`.
+    pub(crate) fn restore(&mut self, snapshot: Snapshot) {
+        let index = snapshot.meta.index;
+        debug_assert!(index > self.committed, "restoring a snapshot below the commit index");
+        self.unstable.clear();
+        self.unstable_offset = index + 1;
+        self.in_progress = index;
+        self.persisted = self.persisted.min(index);
+        self.committed = index;
+        self.applying = index;
+        self.applied = self.applied.max(index);
+        self.snapshot_meta = snapshot.meta.clone();
+        self.pending_snapshot = Some(snapshot);
+    }
+
+    /// The snapshot to hand out, if any.
+    pub(crate) fn take_pending_snapshot(&mut self) -> Option<Snapshot> {
+        self.pending_snapshot.take()
+    }
+
+    pub(crate) fn has_pending_snapshot(&self) -> bool {
+        self.pending_snapshot.is_some()
+    }
+
+    /// The driver made the snapshot at `index` durable.
+    pub(crate) fn snapshot_persisted(&mut self, index: Index) {
+        if self.snapshot_meta.index == index && self.unstable_offset == index + 1 {
+            self.persisted = self.persisted.max(index);
+        }
     }
 
     pub(crate) fn storage(&self) -> &S {
@@ -76,6 +123,12 @@ impl<S: Storage> RaftLog<S> {
         if index >= self.unstable_offset {
             return self.unstable.get((index - self.unstable_offset) as usize).map(|e| e.term);
         }
+        if index == self.snapshot_meta.index {
+            return Some(self.snapshot_meta.term);
+        }
+        if index < self.snapshot_meta.index {
+            return None;
+        }
         if index == 0 {
             return Some(0);
         }
@@ -97,6 +150,9 @@ impl<S: Storage> RaftLog<S> {
         let hi = hi.min(self.last_index() + 1).min(lo.saturating_add(max_count as u64));
         if lo >= hi {
             return Ok(Vec::new());
+        }
+        if lo <= self.snapshot_meta.index {
+            return Err(StorageError::Compacted { index: lo }.into());
         }
         let mut out = if lo < self.unstable_offset {
             self.storage.entries(lo, hi.min(self.unstable_offset), max_bytes)?

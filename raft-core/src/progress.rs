@@ -12,6 +12,9 @@ pub(crate) enum ProgressState {
     Probe,
     /// The follower's log matches up to `match_index`: stream appends, bounded by the window.
     Replicate,
+    /// The follower needs entries that were compacted away: a snapshot at this index is being
+    /// sent; nothing else is until the transfer ends (one snapshot in flight per follower).
+    Snapshot(Index),
 }
 
 /// Appends sent and not yet acknowledged, bounded in count and bytes (STYLE: limits on everything).
@@ -85,6 +88,8 @@ pub(crate) struct Progress {
     pub(crate) recent_active: bool,
     /// Highest heartbeat round this follower acknowledged in the current term.
     pub(crate) acked_round: u64,
+    /// Ticks since the snapshot in flight was sent (state `Snapshot`).
+    pub(crate) snapshot_elapsed: u64,
     pub(crate) inflights: Inflights,
 }
 
@@ -97,6 +102,7 @@ impl Progress {
             probe_sent: false,
             recent_active: false,
             acked_round: 0,
+            snapshot_elapsed: 0,
             inflights: Inflights::new(max_inflight_msgs, max_inflight_bytes),
         }
     }
@@ -115,11 +121,20 @@ impl Progress {
         self.inflights.reset();
     }
 
+    /// Starts sending a snapshot at `index`.
+    pub(crate) fn become_snapshot(&mut self, index: Index) {
+        self.state = ProgressState::Snapshot(index);
+        self.snapshot_elapsed = 0;
+        self.probe_sent = false;
+        self.inflights.reset();
+    }
+
     /// Whether the leader should hold back appends to this follower.
     pub(crate) fn is_paused(&self) -> bool {
         match self.state {
             ProgressState::Probe => self.probe_sent,
             ProgressState::Replicate => self.inflights.full(),
+            ProgressState::Snapshot(_) => true,
         }
     }
 
@@ -133,6 +148,7 @@ impl Progress {
                 }
             }
             ProgressState::Probe => self.probe_sent = true,
+            ProgressState::Snapshot(_) => {}
         }
     }
 
@@ -159,7 +175,7 @@ impl Progress {
                 self.next_index = self.match_index + 1;
                 true
             }
-            ProgressState::Probe => {
+            ProgressState::Probe | ProgressState::Snapshot(_) => {
                 if self.next_index.checked_sub(1) != Some(rejected) {
                     return false;
                 }

@@ -75,11 +75,6 @@ pub(crate) struct JointConfig {
 }
 
 impl JointConfig {
-    /// A plain majority configuration.
-    pub(crate) fn new(voters: Vec<NodeId>) -> JointConfig {
-        JointConfig { incoming: voters, outgoing: Vec::new() }
-    }
-
     /// Whether `id` votes in either half.
     pub(crate) fn contains(&self, id: NodeId) -> bool {
         self.incoming.contains(&id) || self.outgoing.contains(&id)

@@ -19,7 +19,8 @@ pub enum EntryKind {
     Normal,
     /// The empty entry a new leader appends to commit entries of earlier terms (§5.4.2, §8).
     Empty,
-    /// A membership change; `data` is an encoded [`ConfChange`]. It takes effect when committed.
+    /// A membership change; `data` is the resulting configuration, an encoded [`ConfState`]. It
+    /// takes effect when committed.
     ConfChange,
 }
 
@@ -45,8 +46,8 @@ pub enum ConfChangeTransition {
     JointExplicit,
 }
 
-/// A membership change, proposed with `Raft::propose_conf_change` and carried in an entry of
-/// kind [`EntryKind::ConfChange`].
+/// A membership change, proposed with `Raft::propose_conf_change`. The leader turns it into the
+/// resulting [`ConfState`], which an entry of kind [`EntryKind::ConfChange`] carries.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Default)]
 pub struct ConfChange {
     /// The changes; empty means "leave the joint configuration".
@@ -61,7 +62,7 @@ impl ConfChange {
         ConfChange { ops: Vec::new(), transition: ConfChangeTransition::Auto }
     }
 
-    /// Encodes the change for an entry's payload.
+    /// Encodes the change (for transports and clients that forward it).
     pub fn encode(&self) -> Bytes {
         let mut out = Vec::with_capacity(2 + 9 * self.ops.len());
         out.push(match self.transition {
@@ -120,6 +121,49 @@ pub struct ConfState {
     pub auto_leave: bool,
     /// Log index of the entry that produced this configuration (0: the bootstrap configuration).
     pub index: Index,
+}
+
+impl ConfState {
+    /// Encodes the configuration (the payload of an [`EntryKind::ConfChange`] entry: entries carry
+    /// the whole resulting configuration, so a node replaying the log needs no earlier state).
+    pub fn encode(&self) -> Bytes {
+        let lists = [&self.voters, &self.learners, &self.voters_outgoing, &self.learners_next];
+        let n: usize = lists.iter().map(|l| l.len()).sum();
+        let mut out = Vec::with_capacity(2 + 4 * 4 + 8 * n);
+        out.push(1); // format version
+        out.push(u8::from(self.auto_leave));
+        for l in lists {
+            out.extend_from_slice(&(l.len() as u32).to_le_bytes());
+            for id in l {
+                out.extend_from_slice(&id.to_le_bytes());
+            }
+        }
+        Bytes::from(out)
+    }
+
+    /// Decodes [`ConfState::encode`]'s output; `index` is left 0 (it is the entry's index).
+    /// `None` if the bytes are not a valid encoding.
+    pub fn decode(data: &[u8]) -> Option<ConfState> {
+        let (&[version, auto_leave], mut rest) = data.split_first_chunk::<2>()?;
+        if version != 1 || auto_leave > 1 {
+            return None;
+        }
+        let mut lists: [Vec<NodeId>; 4] = Default::default();
+        for l in &mut lists {
+            let (len, r) = rest.split_first_chunk::<4>()?;
+            let len = u32::from_le_bytes(*len) as usize;
+            if r.len() < len.checked_mul(8)? {
+                return None;
+            }
+            *l = r[..len * 8].chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).collect();
+            rest = &r[len * 8..];
+        }
+        if !rest.is_empty() {
+            return None;
+        }
+        let [voters, learners, voters_outgoing, learners_next] = lists;
+        Some(ConfState { voters, learners, voters_outgoing, learners_next, auto_leave: auto_leave == 1, index: 0 })
+    }
 }
 
 /// What a snapshot covers.

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use bytes::Bytes;
 
-use crate::{Config, Entry, EntryKind, Message, MessageBody, MemStorage, NodeId, Raft, ReadState, Role};
+use crate::{Index, Snapshot, SnapshotStatus, Config, Entry, EntryKind, Message, MessageBody, MemStorage, NodeId, Raft, ReadState, Role};
 
 /// A cluster of in-memory nodes on a lossless FIFO network.
 pub struct Harness {
@@ -20,6 +20,8 @@ pub struct Harness {
     pub applied: BTreeMap<NodeId, Vec<Entry>>,
     /// Read states each node received.
     pub reads: BTreeMap<NodeId, Vec<ReadState>>,
+    /// Snapshot indices each node installed from its leader.
+    pub installed: BTreeMap<NodeId, Vec<Index>>,
     /// Every message ever delivered or dropped, for message-economy assertions.
     pub sent: Vec<Message>,
 }
@@ -48,6 +50,7 @@ impl Harness {
             cut: BTreeSet::new(),
             applied: BTreeMap::new(),
             reads: BTreeMap::new(),
+            installed: BTreeMap::new(),
             sent: Vec::new(),
         }
     }
@@ -68,9 +71,16 @@ impl Harness {
             while node.has_ready() {
                 let rd = node.ready();
                 self.queue.extend(rd.messages);
+                if let Some(snap) = &rd.snapshot {
+                    node.storage().install(snap).unwrap();
+                    self.installed.entry(id).or_default().push(snap.meta.index);
+                }
                 node.storage().append(&rd.entries).unwrap();
                 if let Some(hs) = rd.hard_state {
                     node.storage().set_hard_state(hs);
+                }
+                if let Some(cs) = rd.conf_state {
+                    node.storage().set_conf_state(cs);
                 }
                 node.on_persisted(rd.number).unwrap();
                 self.queue.extend(rd.persisted_messages);
@@ -92,12 +102,31 @@ impl Harness {
             budget -= 1;
             assert!(budget > 0, "network did not settle");
             self.sent.push(m.clone());
-            if self.cut.contains(&(m.from, m.to)) || !self.nodes.contains_key(&m.to) {
+            let lost = self.cut.contains(&(m.from, m.to)) || !self.nodes.contains_key(&m.to);
+            if let MessageBody::InstallSnapshot { .. } = m.body
+                && let Some(sender) = self.nodes.get_mut(&m.from)
+            {
+                // What a transport reports once the stream ends.
+                let status = if lost { SnapshotStatus::Failed } else { SnapshotStatus::Finished };
+                sender.report_snapshot(m.to, status);
+            }
+            if lost {
                 continue;
             }
             let _ = self.node_mut(m.to).step(m);
             self.process_readies();
         }
+    }
+
+    /// Makes node `id` compact its log up to its applied index with a snapshot whose data names
+    /// the index.
+    pub fn compact(&mut self, id: NodeId) -> Index {
+        let node = self.node(id);
+        let index = node.status().applied_index;
+        let meta = node.snapshot_meta(index).unwrap();
+        let data = Bytes::from(format!("snapshot@{index}"));
+        node.storage().compact_with(&Snapshot { meta, data }).unwrap();
+        index
     }
 
     /// Cuts every link to and from `id`.

@@ -5,7 +5,10 @@ use std::collections::{BTreeMap, VecDeque};
 
 use bytes::Bytes;
 
+mod membership;
+
 use crate::config::{Config, ReadMode};
+use crate::confchange;
 use crate::error::Error;
 use crate::log::RaftLog;
 use crate::progress::{Progress, ProgressState};
@@ -13,7 +16,8 @@ use crate::quorum::{JointConfig, VoteResult};
 use crate::rng::SplitMix64;
 use crate::storage::Storage;
 use crate::types::{
-    Entry, EntryKind, HardState, Index, Message, MessageBody, NodeId, ReadState, Role, Term,
+    ConfState, Entry, EntryKind, HardState, Index, Message, MessageBody, NodeId, ReadState, Role,
+    Snapshot, Term,
 };
 
 /// One batch of work the core asks its driver to do. Do it in this order:
@@ -34,8 +38,15 @@ pub struct Ready {
     pub messages: Vec<Message>,
     /// Hard state to persist, if it changed.
     pub hard_state: Option<HardState>,
+    /// A snapshot received from the leader (or left to restore after a restart): install it in
+    /// storage durably and restore the state machine from it, before persisting `entries` and
+    /// applying `committed_entries` (which follow it).
+    pub snapshot: Option<Snapshot>,
     /// Entries to persist; they replace the stored log from `entries[0].index` on.
     pub entries: Vec<Entry>,
+    /// The membership changed (a committed change was handed out in `committed_entries`):
+    /// persist it with this batch, before the state machine's applied index passes its index.
+    pub conf_state: Option<ConfState>,
     /// Messages to send only once this batch is durable (votes, append and heartbeat answers).
     pub persisted_messages: Vec<Message>,
     /// Committed entries to apply, in order.
@@ -47,7 +58,10 @@ pub struct Ready {
 impl Ready {
     /// Whether this batch asks for a durable write (and so an fsync).
     pub fn must_sync(&self) -> bool {
-        self.hard_state.is_some() || !self.entries.is_empty()
+        self.hard_state.is_some()
+            || !self.entries.is_empty()
+            || self.snapshot.is_some()
+            || self.conf_state.is_some()
     }
 }
 
@@ -72,6 +86,10 @@ pub struct Status {
     pub last_index: Index,
     /// Highest index known durable.
     pub persisted_index: Index,
+    /// Index of the snapshot the log starts from.
+    pub snapshot_index: Index,
+    /// Node leadership is being transferred to, on a leader.
+    pub lead_transferee: Option<NodeId>,
 }
 
 /// A read waiting for the leader to confirm its leadership.
@@ -116,8 +134,25 @@ pub struct Raft<S: Storage> {
     vote: Option<NodeId>,
     role: Role,
     leader_id: Option<NodeId>,
+    /// Membership as of the last committed change handed out for applying.
+    conf: ConfState,
+    /// Recent configurations, oldest first, so snapshots at applied indices get the right one.
+    /// Invariant: the first has index <= applied; pruned in `on_applied`.
+    conf_history: VecDeque<ConfState>,
+    /// Derived from `conf`.
     voters: JointConfig,
-    learners: Vec<NodeId>,
+    /// Leader: index of the last membership change proposed; no other until it is applied.
+    pending_conf_index: Index,
+    /// Leader: the node leadership is being transferred to, and ticks since the transfer began.
+    lead_transferee: Option<NodeId>,
+    transfer_elapsed: u64,
+    /// Leader: lease reads are off for the rest of the term (a transfer let another node ignore
+    /// the lease).
+    lease_disabled: bool,
+    /// Candidate: this campaign was ordered by the leader (TimeoutNow), so voters ignore leases.
+    campaign_forced: bool,
+    /// Membership to persist with the next `Ready`.
+    conf_to_persist: Option<ConfState>,
     /// Votes received in the current (pre-)campaign.
     votes: BTreeMap<NodeId, bool>,
     leader: Option<LeaderState>,
@@ -135,8 +170,8 @@ pub struct Raft<S: Storage> {
     append_needed: bool,
     /// Hard state last handed out in a `Ready`.
     prev_hard_state: HardState,
-    /// Ready batches handed out and not yet acknowledged: `(number, last index, last term)`.
-    unpersisted_readies: VecDeque<(u64, Index, Term)>,
+    /// Ready batches handed out and not yet acknowledged.
+    unpersisted_readies: VecDeque<UnpersistedReady>,
     next_ready_number: u64,
 }
 
@@ -147,6 +182,17 @@ const MAX_INDEX: Index = u64::MAX >> 2;
 
 /// Most heartbeat rounds remembered for lease checks (older ones only shorten the lease).
 const MAX_TRACKED_ROUNDS: usize = 1024;
+
+/// What a handed-out `Ready` asked to persist, to act on its acknowledgement.
+#[derive(Debug, Clone, Copy)]
+struct UnpersistedReady {
+    number: u64,
+    /// Last entry handed out (index 0 if none) and its term.
+    last_index: Index,
+    last_term: Term,
+    /// Index of the snapshot handed out, if any.
+    snapshot_index: Option<Index>,
+}
 
 /// Messages whose sending must wait until the state they describe is durable.
 fn needs_persistence(body: &MessageBody) -> bool {
@@ -177,9 +223,14 @@ impl<S: Storage> Raft<S> {
                 detail: format!("applied {applied} is beyond the last log index {}", log.last_index()),
             }));
         }
-        let mut voters = init.conf_state.voters.clone();
-        voters.sort_unstable();
-        voters.dedup();
+        let mut conf = init.conf_state;
+        if log.snapshot_meta().index > conf.index && log.snapshot_meta().conf_state != ConfState::default() {
+            conf = log.snapshot_meta().conf_state.clone();
+        }
+        for v in [&mut conf.voters, &mut conf.learners, &mut conf.voters_outgoing, &mut conf.learners_next] {
+            v.sort_unstable();
+            v.dedup();
+        }
         let rng = SplitMix64::new(config.seed ^ config.id.rotate_left(32));
         let mut raft = Raft {
             log,
@@ -187,8 +238,15 @@ impl<S: Storage> Raft<S> {
             vote: hs.vote,
             role: Role::Follower,
             leader_id: None,
-            voters: JointConfig::new(voters),
-            learners: init.conf_state.learners.clone(),
+            voters: JointConfig { incoming: conf.voters.clone(), outgoing: conf.voters_outgoing.clone() },
+            conf_history: VecDeque::from([conf.clone()]),
+            conf,
+            pending_conf_index: 0,
+            lead_transferee: None,
+            transfer_elapsed: 0,
+            lease_disabled: false,
+            campaign_forced: false,
+            conf_to_persist: None,
             votes: BTreeMap::new(),
             leader: None,
             rng,
@@ -252,6 +310,8 @@ impl<S: Storage> Raft<S> {
             applied_index: self.log.applied,
             last_index: self.log.last_index(),
             persisted_index: self.log.persisted(),
+            snapshot_index: self.log.snapshot_meta().index,
+            lead_transferee: self.lead_transferee,
         }
     }
 
@@ -295,6 +355,14 @@ impl<S: Storage> Raft<S> {
     fn tick_leader(&mut self) {
         self.heartbeat_elapsed += 1;
         self.election_elapsed += 1;
+        self.expire_stuck_snapshots();
+        if self.lead_transferee.is_some() {
+            self.transfer_elapsed += 1;
+            if self.transfer_elapsed >= u64::from(self.cfg.election_timeout_ticks) {
+                // The target could not take over in time: resume accepting proposals.
+                self.lead_transferee = None;
+            }
+        }
         if self.election_elapsed >= u64::from(self.cfg.election_timeout_ticks) {
             self.election_elapsed = 0;
             if self.cfg.check_quorum && !self.quorum_recently_active() {
@@ -306,6 +374,21 @@ impl<S: Storage> Raft<S> {
         if self.heartbeat_elapsed >= u64::from(self.cfg.heartbeat_interval_ticks) {
             self.heartbeat_elapsed = 0;
             self.broadcast_heartbeat();
+        }
+    }
+
+    /// A snapshot transfer that was never reported (a lost message, a crashed follower) must not
+    /// block a follower forever: after two election timeouts the leader probes again.
+    fn expire_stuck_snapshots(&mut self) {
+        let limit = 2 * u64::from(self.cfg.election_timeout_ticks);
+        let Some(ls) = self.leader.as_mut() else { return };
+        for pr in ls.progress.values_mut() {
+            if let ProgressState::Snapshot(_) = pr.state {
+                pr.snapshot_elapsed += 1;
+                if pr.snapshot_elapsed > limit {
+                    pr.become_probe();
+                }
+            }
         }
     }
 
@@ -326,6 +409,7 @@ impl<S: Storage> Raft<S> {
         if !self.promotable() || self.role == Role::Leader {
             return;
         }
+        self.campaign_forced = false;
         if self.cfg.pre_vote {
             self.become_pre_candidate();
         } else {
@@ -346,6 +430,9 @@ impl<S: Storage> Raft<S> {
             return Err(Error::ProposalTooLarge { bytes: big.len() as u64, limit: self.cfg.max_proposal_bytes });
         }
         match self.role {
+            Role::Leader if self.lead_transferee.is_some() => {
+                Err(Error::TransferInProgress { target: self.lead_transferee.unwrap_or_default() })
+            }
             Role::Leader => self.append_proposals(data, bytes),
             _ => match self.leader_id {
                 Some(leader) if self.cfg.forward_proposals => {
@@ -442,6 +529,9 @@ impl<S: Storage> Raft<S> {
     /// Whether the leader lease holds: a quorum acknowledged a heartbeat round sent less than
     /// `Config::lease_ticks()` ago.
     fn lease_valid(&self) -> bool {
+        if self.lease_disabled || self.lead_transferee.is_some() {
+            return false;
+        }
         let Some(ls) = self.leader.as_ref() else { return false };
         let id = self.cfg.id;
         let acked = self.voters.committed_index(|v| {
@@ -459,6 +549,11 @@ impl<S: Storage> Raft<S> {
     /// the node is unchanged and keeps running.
     pub fn step(&mut self, m: Message) -> Result<(), Error> {
         self.validate(&m)?;
+        if matches!(m.body, MessageBody::Vote { .. }) && !confchange::members(&self.conf).contains(&m.from) {
+            // A removed (or never added) node must not disrupt the cluster: its campaigns are
+            // ignored, and it cannot raise anyone's term.
+            return Ok(());
+        }
         let is_request_without_term =
             matches!(m.body, MessageBody::Propose { .. } | MessageBody::ReadIndex { .. });
         if !is_request_without_term {
@@ -523,6 +618,15 @@ impl<S: Storage> Raft<S> {
                 return bad("prev_log_term is beyond the leader's term");
             }
         }
+        if let MessageBody::InstallSnapshot { snapshot } = &m.body {
+            let meta = &snapshot.meta;
+            if meta.index == 0 || meta.index > MAX_INDEX || meta.term == 0 || meta.term > m.term {
+                return bad("snapshot index or term out of range");
+            }
+            if meta.conf_state.voters.is_empty() {
+                return bad("snapshot has no voters");
+            }
+        }
         Ok(())
     }
 
@@ -547,7 +651,7 @@ impl<S: Storage> Raft<S> {
             }
             // A granted pre-vote carries the term the candidate will use, not a newer term.
             MessageBody::VoteResponse { pre_vote: true, granted: true } => true,
-            MessageBody::Append { .. } | MessageBody::Heartbeat { .. } => {
+            MessageBody::Append { .. } | MessageBody::Heartbeat { .. } | MessageBody::InstallSnapshot { .. } => {
                 self.become_follower(m.term, Some(m.from));
                 true
             }
@@ -569,7 +673,7 @@ impl<S: Storage> Raft<S> {
 
     fn answer_stale_term(&mut self, m: &Message) {
         match m.body {
-            MessageBody::Append { .. } | MessageBody::Heartbeat { .. }
+            MessageBody::Append { .. } | MessageBody::Heartbeat { .. } | MessageBody::InstallSnapshot { .. }
                 if self.cfg.check_quorum || self.cfg.pre_vote =>
             {
                 // Tell a stale leader our term so it steps down; without this a node partitioned
@@ -619,6 +723,16 @@ impl<S: Storage> Raft<S> {
                 self.read_states.push(ReadState { ctx, index });
                 Ok(())
             }
+            MessageBody::InstallSnapshot { snapshot } => {
+                self.election_elapsed = 0;
+                self.leader_id = Some(m.from);
+                self.handle_snapshot(m.from, snapshot);
+                Ok(())
+            }
+            MessageBody::TimeoutNow => {
+                self.handle_timeout_now(m.from);
+                Ok(())
+            }
             // Forwarded requests reach a follower only if leadership moved; the requester
             // retries (forwarding again could loop).
             _ => Ok(()),
@@ -627,7 +741,7 @@ impl<S: Storage> Raft<S> {
 
     fn step_candidate(&mut self, m: Message) -> Result<(), Error> {
         match m.body {
-            MessageBody::Append { .. } | MessageBody::Heartbeat { .. } => {
+            MessageBody::Append { .. } | MessageBody::Heartbeat { .. } | MessageBody::InstallSnapshot { .. } => {
                 // A leader exists in our term (§5.2): follow it.
                 self.become_follower(m.term, Some(m.from));
                 self.step_follower(m)
@@ -741,6 +855,13 @@ impl<S: Storage> Raft<S> {
         match pr.state {
             ProgressState::Probe => pr.become_replicate(),
             ProgressState::Replicate => pr.inflights.free_le(index),
+            // The follower installed the snapshot (or caught up otherwise).
+            ProgressState::Snapshot(pending) if index >= pending => pr.become_replicate(),
+            ProgressState::Snapshot(_) => {}
+        }
+        let caught_up = pr.match_index == self.log.last_index();
+        if caught_up && self.lead_transferee == Some(from) {
+            self.send(from, self.term, MessageBody::TimeoutNow);
         }
         if self.maybe_commit() {
             self.append_needed = true;
@@ -783,14 +904,11 @@ impl<S: Storage> Raft<S> {
             return false;
         }
         let next = pr.next_index;
-        let Some(prev_log_term) = self.log.term(next - 1) else {
-            // Needs a snapshot; compaction is not enabled yet, so this cannot happen with a
-            // consistent log.
-            return false;
-        };
-        let entries = match self.log.entries(next, last + 1, max_bytes, max_count) {
-            Ok(e) => e,
-            Err(_) => return false,
+        let (Some(prev_log_term), Ok(entries)) =
+            (self.log.term(next - 1), self.log.entries(next, last + 1, max_bytes, max_count))
+        else {
+            // What the follower needs was compacted away (§7).
+            return self.send_snapshot(to);
         };
         if entries.is_empty() && !allow_empty {
             return false;
@@ -915,12 +1033,15 @@ impl<S: Storage> Raft<S> {
         self.role = Role::Follower;
         self.leader_id = leader;
         self.leader = None;
+        self.lead_transferee = None;
+        self.campaign_forced = false;
         self.votes.clear();
         self.append_needed = false;
         self.reset_election_timer();
     }
 
     fn become_pre_candidate(&mut self) {
+        self.campaign_forced = false;
         self.role = Role::PreCandidate;
         self.leader_id = None;
         self.votes.clear();
@@ -946,7 +1067,7 @@ impl<S: Storage> Raft<S> {
         let (last_log_index, last_log_term) = (self.log.last_index(), self.log.last_term());
         self.votes.insert(id, true);
         for v in self.voters.ids().into_iter().filter(|&v| v != id) {
-            let body = MessageBody::Vote { pre_vote, last_log_index, last_log_term, force: false };
+            let body = MessageBody::Vote { pre_vote, last_log_index, last_log_term, force: self.campaign_forced };
             self.send(v, term, body);
         }
         self.tally_votes();
@@ -956,7 +1077,7 @@ impl<S: Storage> Raft<S> {
         let id = self.cfg.id;
         let next = self.log.last_index() + 1;
         let mut progress = BTreeMap::new();
-        for p in self.voters.ids().into_iter().chain(self.learners.iter().copied()) {
+        for p in confchange::members(&self.conf) {
             let mut pr = Progress::new(next, self.cfg.max_inflight_msgs, self.cfg.max_inflight_bytes);
             if p == id {
                 pr.match_index = self.log.persisted();
@@ -968,6 +1089,11 @@ impl<S: Storage> Raft<S> {
         self.role = Role::Leader;
         self.leader_id = Some(id);
         self.votes.clear();
+        self.campaign_forced = false;
+        self.lead_transferee = None;
+        self.lease_disabled = false;
+        // Entries of earlier terms may hold a membership change not yet applied: be conservative.
+        self.pending_conf_index = self.log.last_index();
         self.leader = Some(LeaderState {
             progress,
             round: 0,
@@ -1006,10 +1132,20 @@ impl<S: Storage> Raft<S> {
             || self.log.has_unpersisted()
             || self.hard_state() != self.prev_hard_state
             || self.log.has_next_committed()
+            || self.log.has_pending_snapshot()
+            || self.conf_to_persist.is_some()
     }
 
     /// Collects the work to do. Call it after inputs, whenever [`Raft::has_ready`] is true.
     pub fn ready(&mut self) -> Ready {
+        // Committed membership changes take effect as they are handed out for applying; this may
+        // make a removed leader step down or an auto-leaving leader propose, so it comes first.
+        let snapshot = self.log.take_pending_snapshot();
+        let committed_entries = self.log.next_committed(self.cfg.max_apply_bytes).unwrap_or_default();
+        for e in committed_entries.iter().filter(|e| e.kind == EntryKind::ConfChange) {
+            self.apply_conf_change_entry(e);
+        }
+        self.maybe_auto_leave_joint();
         if self.leader.as_ref().is_some_and(|ls| ls.round_needed) {
             self.broadcast_heartbeat();
         }
@@ -1022,17 +1158,20 @@ impl<S: Storage> Raft<S> {
         let hs = self.hard_state();
         let hard_state = (hs != self.prev_hard_state).then_some(hs);
         self.prev_hard_state = hs;
-        if let Some(last) = entries.last() {
-            self.unpersisted_readies.push_back((number, last.index, last.term));
-        } else {
-            self.unpersisted_readies.push_back((number, 0, 0));
-        }
-        let committed_entries = self.log.next_committed(self.cfg.max_apply_bytes).unwrap_or_default();
+        let (last_index, last_term) = entries.last().map_or((0, 0), |e| (e.index, e.term));
+        self.unpersisted_readies.push_back(UnpersistedReady {
+            number,
+            last_index,
+            last_term,
+            snapshot_index: snapshot.as_ref().map(|s| s.meta.index),
+        });
         Ready {
             number,
             messages: std::mem::take(&mut self.msgs),
             hard_state,
+            snapshot,
             entries,
+            conf_state: self.conf_to_persist.take(),
             persisted_messages: std::mem::take(&mut self.persisted_msgs),
             committed_entries,
             read_states: std::mem::take(&mut self.read_states),
@@ -1041,16 +1180,19 @@ impl<S: Storage> Raft<S> {
 
     /// The driver made `Ready` number `number` (and every earlier one) durable.
     pub fn on_persisted(&mut self, number: u64) -> Result<(), Error> {
-        if !self.unpersisted_readies.iter().any(|&(n, _, _)| n == number) {
+        if !self.unpersisted_readies.iter().any(|r| r.number == number) {
             return Err(Error::UnknownReady { number });
         }
-        while let Some(&(n, index, term)) = self.unpersisted_readies.front() {
-            if n > number {
+        while let Some(&r) = self.unpersisted_readies.front() {
+            if r.number > number {
                 break;
             }
             self.unpersisted_readies.pop_front();
-            if index > 0 {
-                self.log.stable_to(index, term);
+            if let Some(index) = r.snapshot_index {
+                self.log.snapshot_persisted(index);
+            }
+            if r.last_index > 0 {
+                self.log.stable_to(r.last_index, r.last_term);
             }
         }
         if self.role == Role::Leader {
@@ -1072,6 +1214,10 @@ impl<S: Storage> Raft<S> {
             return Err(Error::AppliedBeyondCommitted { applied: index, handed_out: self.log.applying });
         }
         self.log.applied = self.log.applied.max(index);
+        let applied = self.log.applied;
+        while self.conf_history.len() > 1 && self.conf_history[1].index <= applied {
+            self.conf_history.pop_front();
+        }
         Ok(())
     }
 }

@@ -1,0 +1,261 @@
+//! Scripted scenarios for snapshots, membership changes and leadership transfer: rows 21–26 of
+//! `shared/TESTING.md`, with exact expectations, on the synchronous `Harness`.
+
+use bytes::Bytes;
+use raft_core::testkit::harness::Harness;
+use raft_core::{
+    Config, ConfChange, ConfChangeOp, ConfChangeTransition, Error, MemStorage, MessageBody, NodeId,
+    Raft, Role, Storage,
+};
+
+fn cc(ops: Vec<ConfChangeOp>) -> ConfChange {
+    ConfChange { ops, transition: ConfChangeTransition::Auto }
+}
+
+fn propose_n(h: &mut Harness, leader: NodeId, n: usize) {
+    for i in 0..n {
+        h.node_mut(leader).propose(Bytes::from(format!("v{i}"))).unwrap();
+    }
+    h.settle();
+}
+
+/// Adds node `id` (empty storage, no membership of its own) to the harness.
+fn add_blank_node(h: &mut Harness, id: NodeId) {
+    let node = Raft::new(Config::new(id), MemStorage::default()).unwrap();
+    h.nodes.insert(id, node);
+}
+
+fn voters(h: &Harness, id: NodeId) -> (Vec<NodeId>, Vec<NodeId>, Vec<NodeId>) {
+    let c = h.node(id).conf_state();
+    (c.voters.clone(), c.voters_outgoing.clone(), c.learners.clone())
+}
+
+/// Row 21: add a learner, promote it, remove a voter; each single change applies directly and
+/// every node agrees on the configuration.
+#[test]
+fn row21_add_learner_promote_and_remove() {
+    let mut h = Harness::new(3);
+    h.elect(1);
+    propose_n(&mut h, 1, 3);
+    add_blank_node(&mut h, 4);
+    h.node_mut(1).propose_conf_change(cc(vec![ConfChangeOp::AddLearner(4)])).unwrap();
+    h.settle();
+    for id in 1..=4 {
+        assert_eq!(voters(&h, id), (vec![1, 2, 3], vec![], vec![4]), "node {id}");
+    }
+    // The learner received the log but does not vote: a quorum is still 2 of {1,2,3}.
+    assert_eq!(h.node(4).status().commit_index, h.node(1).status().commit_index);
+    h.node_mut(1).propose_conf_change(cc(vec![ConfChangeOp::AddVoter(4)])).unwrap();
+    h.settle();
+    assert_eq!(voters(&h, 2), (vec![1, 2, 3, 4], vec![], vec![]));
+    h.node_mut(1).propose_conf_change(cc(vec![ConfChangeOp::Remove(2)])).unwrap();
+    h.settle();
+    for id in [1, 3, 4] {
+        assert_eq!(voters(&h, id), (vec![1, 3, 4], vec![], vec![]), "node {id}");
+    }
+    // The stored configuration is what a restart uses.
+    assert_eq!(h.node(3).storage().initial_state().unwrap().conf_state.voters, vec![1, 3, 4]);
+}
+
+/// Row 21: a change of two voters goes through a joint configuration (majorities of both),
+/// which the leader leaves automatically; only one change may be in progress at a time.
+#[test]
+fn row21_joint_consensus_auto_leave_and_one_change_at_a_time() {
+    let mut h = Harness::new(3);
+    h.elect(1);
+    propose_n(&mut h, 1, 1);
+    add_blank_node(&mut h, 4);
+    add_blank_node(&mut h, 5);
+    let change = cc(vec![ConfChangeOp::AddVoter(4), ConfChangeOp::AddVoter(5), ConfChangeOp::Remove(3)]);
+    h.node_mut(1).propose_conf_change(change).unwrap();
+    // Before anything is applied, a second change is refused with a clear error.
+    let second = h.node_mut(1).propose_conf_change(cc(vec![ConfChangeOp::Remove(2)]));
+    assert!(matches!(second, Err(Error::ConfChangeInProgress { .. })), "{second:?}");
+    // Deliver until the joint configuration is applied on the leader, but not yet left.
+    h.process_readies();
+    let mut saw_joint = false;
+    while let Some(m) = h.queue.pop_front() {
+        let to = m.to;
+        if h.nodes.contains_key(&to) {
+            let _ = h.node_mut(to).step(m);
+        }
+        h.process_readies();
+        if !h.node(1).conf_state().voters_outgoing.is_empty() {
+            saw_joint = true;
+            assert_eq!(voters(&h, 1).0, vec![1, 2, 4, 5]);
+            assert_eq!(voters(&h, 1).1, vec![1, 2, 3]);
+        }
+    }
+    h.settle();
+    assert!(saw_joint, "the change went through a joint configuration");
+    for id in [1, 2, 4, 5] {
+        assert_eq!(voters(&h, id), (vec![1, 2, 4, 5], vec![], vec![]), "node {id}");
+    }
+    // Node 3 is no longer a member; the next change is accepted once the last one applied.
+    h.node_mut(1).propose_conf_change(cc(vec![ConfChangeOp::Remove(5)])).unwrap();
+    h.settle();
+    assert_eq!(voters(&h, 1).0, vec![1, 2, 4]);
+}
+
+/// Explicit joint: stays joint until told to leave; leaving when not joint is refused.
+#[test]
+fn row21_explicit_joint_needs_leave() {
+    let mut h = Harness::new(3);
+    h.elect(1);
+    propose_n(&mut h, 1, 1);
+    add_blank_node(&mut h, 4);
+    let change = ConfChange {
+        ops: vec![ConfChangeOp::AddVoter(4), ConfChangeOp::AddLearner(3)],
+        transition: ConfChangeTransition::JointExplicit,
+    };
+    h.node_mut(1).propose_conf_change(change).unwrap();
+    h.settle();
+    h.tick_all(3);
+    let c = h.node(2).conf_state().clone();
+    assert_eq!((c.voters, c.voters_outgoing, c.learners_next), (vec![1, 2, 4], vec![1, 2, 3], vec![3]));
+    h.node_mut(1).propose_conf_change(ConfChange::leave_joint()).unwrap();
+    h.settle();
+    assert_eq!(voters(&h, 2), (vec![1, 2, 4], vec![], vec![3]));
+    let again = h.node_mut(1).propose_conf_change(ConfChange::leave_joint());
+    assert!(matches!(again, Err(Error::ConfChangeRefused { .. })), "{again:?}");
+}
+
+/// Row 22: removing the leader makes it step down once the change commits; it cannot disrupt
+/// the others, who elect a new leader among themselves.
+#[test]
+fn row22_removed_leader_steps_down_and_cannot_disrupt() {
+    let mut h = Harness::new(3);
+    h.elect(1);
+    propose_n(&mut h, 1, 2);
+    h.node_mut(1).propose_conf_change(cc(vec![ConfChangeOp::Remove(1)])).unwrap();
+    h.settle();
+    assert_eq!(h.node(1).role(), Role::Follower);
+    assert_eq!(voters(&h, 2).0, vec![2, 3]);
+    let term_before = h.node(2).term();
+    // The removed node campaigns as often as it likes: nobody listens.
+    for _ in 0..5 {
+        h.node_mut(1).campaign();
+        h.settle();
+    }
+    assert!(h.node(1).role() != Role::Leader);
+    assert_eq!(h.node(2).term(), term_before, "the removed node raised a member's term");
+    // The remaining members elect a leader and make progress.
+    h.tick_all(40);
+    let leaders = h.leaders();
+    assert_eq!(leaders.len(), 1);
+    assert!(leaders[0] == 2 || leaders[0] == 3);
+    propose_n(&mut h, leaders[0], 1);
+    assert_eq!(h.node(2).status().commit_index, h.node(3).status().commit_index);
+}
+
+/// Row 23: removing a partitioned node, then healing, leaves the cluster stable.
+#[test]
+fn row23_remove_partitioned_node_then_heal() {
+    let mut h = Harness::new(5);
+    h.elect(1);
+    propose_n(&mut h, 1, 2);
+    h.isolate(5);
+    h.tick_all(30); // node 5 campaigns alone (PreVote keeps its term down)
+    h.node_mut(1).propose_conf_change(cc(vec![ConfChangeOp::Remove(5)])).unwrap();
+    h.settle();
+    let term = h.node(1).term();
+    h.heal();
+    h.tick_all(50);
+    assert_eq!(h.leaders(), vec![1]);
+    assert_eq!(h.node(1).term(), term, "the healed, removed node disrupted the leader");
+    assert_eq!(voters(&h, 2).0, vec![1, 2, 3, 4]);
+}
+
+/// Row 24: a follower behind the leader's compaction point catches up by snapshot, then by
+/// appends; a duplicate (stale) snapshot is ignored.
+#[test]
+fn row24_follower_behind_compaction_catches_up_by_snapshot() {
+    let mut h = Harness::new(3);
+    h.elect(1);
+    h.isolate(3);
+    propose_n(&mut h, 1, 20);
+    let snap_index = h.compact(1);
+    assert_eq!(h.node(1).storage().first_index().unwrap(), snap_index + 1);
+    h.heal();
+    h.tick_all(3);
+    assert_eq!(h.installed.get(&3), Some(&vec![snap_index]));
+    propose_n(&mut h, 1, 2);
+    let s1 = h.node(1).status();
+    let s3 = h.node(3).status();
+    assert_eq!((s3.commit_index, s3.last_index, s3.snapshot_index), (s1.commit_index, s1.last_index, snap_index));
+    assert_eq!(h.node(3).storage().first_index().unwrap(), snap_index + 1);
+    // Entries after the snapshot were applied normally on node 3.
+    assert_eq!(h.applied_data(3).last(), Some(&Bytes::from("v1")));
+    // Replaying the same snapshot is answered and ignored.
+    let snap = h.node(1).storage().snapshot().unwrap();
+    let term = h.node(1).term();
+    let dup = raft_core::Message { from: 1, to: 3, term, body: MessageBody::InstallSnapshot { snapshot: snap } };
+    h.node_mut(3).step(dup).unwrap();
+    h.settle();
+    assert_eq!(h.installed[&3], vec![snap_index]);
+    assert_eq!(h.node(3).status().commit_index, s1.commit_index);
+}
+
+/// Row 25 (core part): a node restarted with a state machine older than its stored snapshot
+/// is handed the snapshot to restore first, then only the entries after it: nothing twice.
+#[test]
+fn row25_restart_behind_snapshot_restores_then_applies_once() {
+    let mut h = Harness::new(3);
+    h.elect(1);
+    propose_n(&mut h, 1, 10);
+    let snap_index = h.compact(2);
+    let storage = h.node(2).storage().clone();
+    let mut node = Raft::restart(Config::new(2), storage, 3).unwrap();
+    let rd = node.ready();
+    assert_eq!(rd.snapshot.as_ref().map(|s| s.meta.index), Some(snap_index));
+    assert!(rd.committed_entries.iter().all(|e| e.index > snap_index));
+    let first_after = rd.committed_entries.first().map(|e| e.index);
+    assert!(first_after.is_none_or(|i| i == snap_index + 1), "{first_after:?}");
+    // A state machine already at the snapshot gets no snapshot again.
+    let mut at_snapshot = Raft::restart(Config::new(2), h.node(2).storage().clone(), snap_index).unwrap();
+    assert_eq!(at_snapshot.ready().snapshot, None);
+    assert_eq!(at_snapshot.status().applied_index, snap_index);
+}
+
+/// Row 26: leadership transfer to an up-to-date node and to a lagging node; proposals are
+/// refused during the transfer.
+#[test]
+fn row26_transfer_to_up_to_date_and_lagging_node() {
+    let mut h = Harness::new(3);
+    h.elect(1);
+    propose_n(&mut h, 1, 3);
+    h.node_mut(1).transfer_leader(2).unwrap();
+    h.settle();
+    assert_eq!(h.leaders(), vec![2]);
+    // Lagging target: node 3 misses entries, then is the target.
+    h.cut.insert((2, 3));
+    propose_n(&mut h, 2, 5);
+    assert!(h.node(3).status().last_index < h.node(2).status().last_index);
+    h.heal();
+    h.node_mut(2).transfer_leader(3).unwrap();
+    let refused = h.node_mut(2).propose(Bytes::from_static(b"x"));
+    assert!(matches!(refused, Err(Error::TransferInProgress { target: 3 })), "{refused:?}");
+    h.settle();
+    assert_eq!(h.leaders(), vec![3]);
+    assert_eq!(h.node(3).status().last_index, h.node(2).status().last_index);
+}
+
+/// Row 26: a transfer to an unreachable node times out cleanly and proposals resume.
+#[test]
+fn row26_transfer_times_out_and_resumes() {
+    let mut h = Harness::new(3);
+    h.elect(1);
+    propose_n(&mut h, 1, 1);
+    h.isolate(3);
+    h.node_mut(1).transfer_leader(3).unwrap();
+    h.settle();
+    assert_eq!(h.node(1).status().lead_transferee, Some(3));
+    h.tick_all(usize::try_from(Config::new(1).election_timeout_ticks).unwrap() + 1);
+    assert_eq!(h.leaders(), vec![1]);
+    assert_eq!(h.node(1).status().lead_transferee, None);
+    h.node_mut(1).propose(Bytes::from_static(b"after")).unwrap();
+    h.settle();
+    assert_eq!(h.applied_data(2).last(), Some(&Bytes::from_static(b"after")));
+    let bad = h.node_mut(1).transfer_leader(9);
+    assert!(matches!(bad, Err(Error::InvalidTransfer { target: 9, .. })), "{bad:?}");
+}
