@@ -10,6 +10,11 @@
 //! Errors returned by the API are expected (the input is mostly nonsense); a panic, or a broken
 //! invariant checked after each action, is a finding.
 //!
+//! [`sim_schedule`] decodes a byte string into a schedule of cluster operations (deliver, drop,
+//! duplicate, tick, persist, crash, restart, partition, client requests, …) for the deterministic
+//! simulator of [`crate::testkit::sim`], which checks the safety invariants after every operation
+//! and liveness and linearizability once the network is healed.
+//!
 //! Set `RAFT_FUZZ_TRACE=1` when replaying a crash (`cargo +nightly fuzz run <target> <artifact>`)
 //! to print the decoded actions that led to it.
 
@@ -20,6 +25,7 @@ use bytes::Bytes;
 use crate::config::{Config, ReadMode};
 use crate::raft::{Raft, Ready, Status};
 use crate::storage::{MemStorage, Storage};
+use crate::testkit::schedule::{SimOp, run_schedule};
 use crate::types::{Entry, EntryKind, HardState, Index, Message, MessageBody, NodeId, Role, Term};
 
 /// The node under test.
@@ -50,6 +56,21 @@ const MAX_READY_ROUNDS: usize = 1024;
 /// the input.
 pub fn step_messages(data: &[u8]) {
     run(data);
+}
+
+/// Runs a three-node simulated cluster through the schedule decoded from `data` (see
+/// [`SimOp::decode_all`]) and panics with the violation if a safety, liveness or linearizability
+/// check fails.
+pub fn sim_schedule(data: &[u8]) {
+    let ops = SimOp::decode_all(data);
+    if let Err(v) = run_schedule(&ops) {
+        if std::env::var_os("RAFT_FUZZ_TRACE").is_some() {
+            for (i, op) in ops.iter().enumerate() {
+                eprintln!("op {i}: {op:?}");
+            }
+        }
+        panic!("{v} (after a schedule of {} operations)", ops.len());
+    }
 }
 
 /// [`step_messages`], returning the node's final status (for this module's tests).
@@ -753,6 +774,17 @@ mod tests {
             let len = (splitmix64(&mut state) % 2048) as usize;
             let data: Vec<u8> = (0..len).map(|_| splitmix64(&mut state) as u8).collect();
             let result = std::panic::catch_unwind(|| step_messages(&data));
+            assert!(result.is_ok(), "case {case} panicked; input: {data:?}");
+        }
+    }
+
+    #[test]
+    fn sim_schedule_survives_pseudo_random_inputs() {
+        let mut state = 0x5c4e_d01e_u64;
+        for case in 0..40 {
+            let len = (splitmix64(&mut state) % 512) as usize;
+            let data: Vec<u8> = (0..len).map(|_| splitmix64(&mut state) as u8).collect();
+            let result = std::panic::catch_unwind(|| sim_schedule(&data));
             assert!(result.is_ok(), "case {case} panicked; input: {data:?}");
         }
     }
