@@ -87,6 +87,9 @@ impl<S: Storage> Raft<S> {
     }
 
     fn set_conf(&mut self, next: ConfState) {
+        let (before, after) = (confchange::members(&self.conf), confchange::members(&next));
+        self.removed.extend(before.iter().filter(|id| !after.contains(id)));
+        self.removed.retain(|id| !after.contains(id));
         self.voters = JointConfig { incoming: next.voters.clone(), outgoing: next.voters_outgoing.clone() };
         self.conf_history.push_back(next.clone());
         self.conf_to_persist = Some(next.clone());

@@ -151,6 +151,8 @@ pub struct Raft<S: Storage> {
     lease_disabled: bool,
     /// Candidate: this campaign was ordered by the leader (TimeoutNow), so voters ignore leases.
     campaign_forced: bool,
+    /// Nodes this node saw removed from the configuration since it started (and not re-added).
+    removed: std::collections::BTreeSet<NodeId>,
     /// Membership to persist with the next `Ready`.
     conf_to_persist: Option<ConfState>,
     /// Votes received in the current (pre-)campaign.
@@ -247,6 +249,7 @@ impl<S: Storage> Raft<S> {
             lease_disabled: false,
             campaign_forced: false,
             conf_to_persist: None,
+            removed: std::collections::BTreeSet::new(),
             votes: BTreeMap::new(),
             leader: None,
             rng,
@@ -310,7 +313,11 @@ impl<S: Storage> Raft<S> {
             applied_index: self.log.applied,
             last_index: self.log.last_index(),
             persisted_index: self.log.persisted(),
-            snapshot_index: self.log.snapshot_meta().index,
+            snapshot_index: self
+                .log
+                .snapshot_meta()
+                .index
+                .max(self.log.storage().first_index().unwrap_or(1).saturating_sub(1)),
             lead_transferee: self.lead_transferee,
         }
     }
@@ -549,9 +556,11 @@ impl<S: Storage> Raft<S> {
     /// the node is unchanged and keeps running.
     pub fn step(&mut self, m: Message) -> Result<(), Error> {
         self.validate(&m)?;
-        if matches!(m.body, MessageBody::Vote { .. }) && !confchange::members(&self.conf).contains(&m.from) {
-            // A removed (or never added) node must not disrupt the cluster: its campaigns are
-            // ignored, and it cannot raise anyone's term.
+        if matches!(m.body, MessageBody::Vote { .. }) && self.removed.contains(&m.from) {
+            // A node we saw removed must not disrupt the cluster: its campaigns are ignored and
+            // cannot raise our term. (Nodes merely absent from our configuration are not
+            // filtered: our configuration may be older than theirs, e.g. on a new voter still
+            // catching up, §4.1 of the dissertation; leader stickiness covers the rest.)
             return Ok(());
         }
         let is_request_without_term =
