@@ -6,7 +6,10 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use bytes::Bytes;
 
-use crate::{Index, Snapshot, SnapshotStatus, Config, Entry, EntryKind, Message, MessageBody, MemStorage, NodeId, Raft, ReadState, Role};
+use crate::{
+    Config, Entry, EntryKind, Index, MemStorage, Message, MessageBody, NodeId, Raft, ReadState,
+    Role, Snapshot, SnapshotStatus,
+};
 
 /// A cluster of in-memory nodes on a lossless FIFO network.
 pub struct Harness {
@@ -170,7 +173,9 @@ impl Harness {
     pub fn applied_data(&self, id: NodeId) -> Vec<Bytes> {
         self.applied
             .get(&id)
-            .map(|v| v.iter().filter(|e| e.kind == EntryKind::Normal).map(|e| e.data.clone()).collect())
+            .map(|v| {
+                v.iter().filter(|e| e.kind == EntryKind::Normal).map(|e| e.data.clone()).collect()
+            })
             .unwrap_or_default()
     }
 
@@ -179,4 +184,3 @@ impl Harness {
         self.sent.iter().filter(|m| pred(&m.body)).count()
     }
 }
-

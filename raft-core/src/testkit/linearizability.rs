@@ -163,11 +163,7 @@ impl History {
             (KvOp::Get { .. }, KvResult::Get(_)) | (KvOp::Put { .. }, KvResult::Put)
         );
         debug_assert!(record.completion.is_none(), "complete({id:?}) called twice");
-        debug_assert!(
-            kinds_match,
-            "complete({id:?}): {result:?} does not answer {:?}",
-            record.op
-        );
+        debug_assert!(kinds_match, "complete({id:?}): {result:?} does not answer {:?}", record.op);
         if record.completion.is_some() || !kinds_match {
             return;
         }
@@ -309,10 +305,7 @@ fn key_ops(records: &[Record], indices: &[usize]) -> Vec<KeyOp> {
     let observed: HashSet<Value> = indices
         .iter()
         .filter_map(|&i| match &records[i].completion {
-            Some(Completion {
-                result: KvResult::Get(Some(value)),
-                ..
-            }) => Some(*value),
+            Some(Completion { result: KvResult::Get(Some(value)), .. }) => Some(*value),
             _ => None,
         })
         .collect();
@@ -321,23 +314,14 @@ fn key_ops(records: &[Record], indices: &[usize]) -> Vec<KeyOp> {
         let r = &records[record];
         let return_seq = r.completion.as_ref().map(|c| c.seq);
         let effect = match (&r.op, &r.completion) {
-            (
-                KvOp::Get { .. },
-                Some(Completion {
-                    result: KvResult::Get(read),
-                    ..
-                }),
-            ) => Effect::Read(*read),
+            (KvOp::Get { .. }, Some(Completion { result: KvResult::Get(read), .. })) => {
+                Effect::Read(*read)
+            }
             (KvOp::Put { value, .. }, Some(_)) => Effect::Write(*value),
             (KvOp::Put { value, .. }, None) if observed.contains(value) => Effect::Write(*value),
             _ => continue,
         };
-        ops.push(KeyOp {
-            record,
-            effect,
-            call_seq: r.invoke_seq,
-            return_seq,
-        });
+        ops.push(KeyOp { record, effect, call_seq: r.invoke_seq, return_seq });
     }
     ops
 }
@@ -352,9 +336,9 @@ fn unexplained_read(ops: &[KeyOp]) -> Option<usize> {
         }
     }
     ops.iter().position(|op| match op.effect {
-        Effect::Read(Some(value)) => first_write
-            .get(&value)
-            .is_none_or(|&call_seq| call_seq >= op.return_order()),
+        Effect::Read(Some(value)) => {
+            first_write.get(&value).is_none_or(|&call_seq| call_seq >= op.return_order())
+        }
         _ => false,
     })
 }
@@ -370,28 +354,17 @@ struct OpSet {
 
 impl OpSet {
     fn new(len: usize) -> OpSet {
-        OpSet {
-            words: vec![0; len.div_ceil(64)].into_boxed_slice(),
-            hash: 0,
-        }
+        OpSet { words: vec![0; len.div_ceil(64)].into_boxed_slice(), hash: 0 }
     }
 
     fn insert(&mut self, i: usize) {
-        debug_assert_eq!(
-            self.words[i / 64] & (1 << (i % 64)),
-            0,
-            "op {i} inserted twice"
-        );
+        debug_assert_eq!(self.words[i / 64] & (1 << (i % 64)), 0, "op {i} inserted twice");
         self.words[i / 64] |= 1 << (i % 64);
         self.hash ^= member_hash(i);
     }
 
     fn remove(&mut self, i: usize) {
-        debug_assert_ne!(
-            self.words[i / 64] & (1 << (i % 64)),
-            0,
-            "op {i} is not a member"
-        );
+        debug_assert_ne!(self.words[i / 64] & (1 << (i % 64)), 0, "op {i} is not a member");
         self.words[i / 64] &= !(1 << (i % 64));
         self.hash ^= member_hash(i);
     }
@@ -399,9 +372,7 @@ impl OpSet {
 
 /// The splitmix64 output for `i`: a fixed pseudo-random word per operation.
 fn member_hash(i: usize) -> u64 {
-    let mut z = (i as u64)
-        .wrapping_add(1)
-        .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let mut z = (i as u64).wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
@@ -457,26 +428,14 @@ impl EventList {
             events.push((key_op.return_order(), op, false));
         }
         events.sort_unstable();
-        let head = Node {
-            prev: NIL,
-            next: NIL,
-            op: NIL,
-            partner: NIL,
-            is_call: false,
-        };
+        let head = Node { prev: NIL, next: NIL, op: NIL, partner: NIL, is_call: false };
         let mut nodes = Vec::with_capacity(events.len() + 1);
         nodes.push(head);
         let mut partner = vec![NIL; ops.len()];
         for (position, &(_, op, is_call)) in events.iter().enumerate() {
             let node = position + 1;
             nodes[node - 1].next = node;
-            nodes.push(Node {
-                prev: node - 1,
-                next: NIL,
-                op,
-                partner: NIL,
-                is_call,
-            });
+            nodes.push(Node { prev: node - 1, next: NIL, op, partner: NIL, is_call });
             if partner[op] == NIL {
                 partner[op] = node;
             } else {
@@ -687,11 +646,7 @@ impl<'a> Searcher<'a> {
         while node != NIL && self.list.nodes[node].is_call {
             node = self.list.nodes[node].next;
         }
-        if node == NIL {
-            u64::MAX
-        } else {
-            self.ops[self.list.nodes[node].op].return_order()
-        }
+        if node == NIL { u64::MAX } else { self.ops[self.list.nodes[node].op].return_order() }
     }
 
     /// Linearizes the operation invoked at `call` next, unless it cannot take effect on the
@@ -714,12 +669,7 @@ impl<'a> Searcher<'a> {
         if how == Move::Choice && matches!(self.ops[op].effect, Effect::Write(_)) {
             self.absorb_limit = Some(self.first_return_seq());
         }
-        self.stack.push(Frame {
-            call,
-            how,
-            state_before: self.state,
-            absorb_limit_before,
-        });
+        self.stack.push(Frame { call, how, state_before: self.state, absorb_limit_before });
         self.state = next_state;
         self.list.lift(call);
         if self.ops[op].return_seq.is_some() {
@@ -771,10 +721,7 @@ impl<'a> Searcher<'a> {
                 }
             }
         }
-        Best {
-            order,
-            state: self.state,
-        }
+        Best { order, state: self.state }
     }
 }
 
@@ -792,16 +739,11 @@ fn stuck_detail(records: &[Record], ops: &[KeyOp], best: &Best) -> String {
         return format!("search failed after linearizing {linearized} of {total} ops");
     };
     let deadline = ops[blocking].return_order();
-    let candidates: Vec<usize> = (0..ops.len())
-        .filter(|&op| !done[op] && ops[op].call_seq < deadline)
-        .collect();
+    let candidates: Vec<usize> =
+        (0..ops.len()).filter(|&op| !done[op] && ops[op].call_seq < deadline).collect();
     let order = &best.order;
     let tail = &order[order.len().saturating_sub(REPORT_TAIL_OPS)..];
-    let ellipsis = if tail.len() < order.len() {
-        "..., "
-    } else {
-        ""
-    };
+    let ellipsis = if tail.len() < order.len() { "..., " } else { "" };
     format!(
         "at most {} of {} ops can be linearized; the longest linearization ends with \
          [{ellipsis}{}] leaving the register at {:?}; next, {} must take effect before it \
@@ -817,11 +759,8 @@ fn stuck_detail(records: &[Record], ops: &[KeyOp], best: &Best) -> String {
 
 /// Describes at most `REPORT_MAX_OPS` of the key operations `list`.
 fn describe_ops(records: &[Record], ops: &[KeyOp], list: &[usize]) -> String {
-    let mut parts: Vec<String> = list
-        .iter()
-        .take(REPORT_MAX_OPS)
-        .map(|&op| describe(records, ops[op].record))
-        .collect();
+    let mut parts: Vec<String> =
+        list.iter().take(REPORT_MAX_OPS).map(|&op| describe(records, ops[op].record)).collect();
     if list.len() > REPORT_MAX_OPS {
         parts.push(format!("and {} more", list.len() - REPORT_MAX_OPS));
     }
@@ -833,21 +772,12 @@ fn describe(records: &[Record], record: usize) -> String {
     let r = &records[record];
     let what = match (&r.op, &r.completion) {
         (KvOp::Put { value, .. }, _) => format!("put({value})"),
-        (
-            KvOp::Get { .. },
-            Some(Completion {
-                result: KvResult::Get(read),
-                ..
-            }),
-        ) => {
+        (KvOp::Get { .. }, Some(Completion { result: KvResult::Get(read), .. })) => {
             format!("get->{read:?}")
         }
         (KvOp::Get { .. }, _) => "get->?".to_string(),
     };
-    let end = r
-        .completion
-        .as_ref()
-        .map_or_else(|| "?".to_string(), |c| c.time.to_string());
+    let end = r.completion.as_ref().map_or_else(|| "?".to_string(), |c| c.time.to_string());
     format!("#{record} c{} {what} t{}..{end}", r.client, r.invoke_time)
 }
 
@@ -924,10 +854,7 @@ mod tests {
         got(&mut h, g, Some(1), 5);
         let report = assert_violation(&h, 0);
         assert!(report.contains("at most 2 of 3 ops"), "{report}");
-        assert!(
-            report.contains("#2 c2 get->Some(1) t4..5 must take effect"),
-            "{report}"
-        );
+        assert!(report.contains("#2 c2 get->Some(1) t4..5 must take effect"), "{report}");
     }
 
     #[test]
@@ -1050,10 +977,7 @@ mod tests {
         let p = put(&mut h, 2, 0, 1, 2);
         put_done(&mut h, p, 3);
         let report = assert_violation(&h, 0);
-        assert!(
-            report.contains("no put of this key invoked before it returned"),
-            "{report}"
-        );
+        assert!(report.contains("no put of this key invoked before it returned"), "{report}");
     }
 
     #[test]
@@ -1093,10 +1017,7 @@ mod tests {
         put_done(&mut h, p, 1);
         let g = get(&mut h, 1, 4, 2);
         got(&mut h, g, Some(1), 3);
-        assert_eq!(
-            check_with_budget(&h, 1),
-            Err(CheckError::BudgetExceeded { key: 4, steps: 1 })
-        );
+        assert_eq!(check_with_budget(&h, 1), Err(CheckError::BudgetExceeded { key: 4, steps: 1 }));
         assert_eq!(check_with_budget(&h, 100), Ok(()));
     }
 
@@ -1209,19 +1130,11 @@ mod tests {
                 Some(f) if f.result.is_none() && self.rng.below(20) == 0 => {
                     self.abandoned.push(f.op)
                 }
-                Some(InFlight {
-                    id,
-                    op,
-                    result: None,
-                }) => {
+                Some(InFlight { id, op, result: None }) => {
                     let result = Some(self.apply(&op));
                     self.clients[client] = Some(InFlight { id, op, result });
                 }
-                Some(InFlight {
-                    id,
-                    result: Some(result),
-                    ..
-                }) => {
+                Some(InFlight { id, result: Some(result), .. }) => {
                     if self.rng.below(20) != 0 {
                         self.history.complete(id, result, self.time);
                     }
@@ -1240,17 +1153,11 @@ mod tests {
                 KvOp::Get { key }
             } else {
                 self.next_value += 1;
-                let value = self
-                    .value_range
-                    .map_or(self.next_value, |r| 1 + self.rng.below(r));
+                let value = self.value_range.map_or(self.next_value, |r| 1 + self.rng.below(r));
                 KvOp::Put { key, value }
             };
             let id = self.history.invoke(client, op.clone(), self.time);
-            InFlight {
-                id,
-                op,
-                result: None,
-            }
+            InFlight { id, op, result: None }
         }
 
         fn apply(&mut self, op: &KvOp) -> KvResult {
@@ -1277,9 +1184,7 @@ mod tests {
 
     /// Makes a random completed get return a value never written. Returns its key.
     fn mutate_to_unwritten_value(h: &mut History, rng: &mut SplitMix64) -> Option<Key> {
-        let gets: Vec<usize> = (0..h.len())
-            .filter(|&i| completed_get(&h.records[i]))
-            .collect();
+        let gets: Vec<usize> = (0..h.len()).filter(|&i| completed_get(&h.records[i])).collect();
         let &i = gets.get(rng.index(gets.len().max(1)))?;
         let record = &mut h.records[i];
         record.completion.as_mut()?.result = KvResult::Get(Some(u64::MAX));
@@ -1333,10 +1238,7 @@ mod tests {
                 stale += 1;
             }
         }
-        assert!(
-            unwritten > 150 && stale > 50,
-            "too few mutations: {unwritten}, {stale}"
-        );
+        assert!(unwritten > 150 && stale > 50, "too few mutations: {unwritten}, {stale}");
     }
 
     /// Deliberately naive reference for one key: tries every order of every admissible subset of
@@ -1379,16 +1281,14 @@ mod tests {
             }
         }
         let mut state = None;
-        order
-            .iter()
-            .all(|&i| match (&ops[i].op, &ops[i].completion) {
-                (KvOp::Put { value, .. }, _) => {
-                    state = Some(*value);
-                    true
-                }
-                (KvOp::Get { .. }, Some(c)) => c.result == KvResult::Get(state),
-                (KvOp::Get { .. }, None) => unreachable!("pending gets are filtered out"),
-            })
+        order.iter().all(|&i| match (&ops[i].op, &ops[i].completion) {
+            (KvOp::Put { value, .. }, _) => {
+                state = Some(*value);
+                true
+            }
+            (KvOp::Get { .. }, Some(c)) => c.result == KvResult::Get(state),
+            (KvOp::Get { .. }, None) => unreachable!("pending gets are filtered out"),
+        })
     }
 
     /// A random history of at most 6 operations on key 0 with random results; nothing reads
@@ -1405,10 +1305,7 @@ mod tests {
                 None if h.len() < ops => {
                     let is_put = rng.below(2) == 0;
                     let op = if is_put {
-                        KvOp::Put {
-                            key: 0,
-                            value: 1 + rng.below(2),
-                        }
+                        KvOp::Put { key: 0, value: 1 + rng.below(2) }
                     } else {
                         KvOp::Get { key: 0 }
                     };
@@ -1441,10 +1338,7 @@ mod tests {
                 bad += 1;
             }
         }
-        assert!(
-            good > 500 && bad > 500,
-            "unbalanced cases: {good} good, {bad} bad"
-        );
+        assert!(good > 500 && bad > 500, "unbalanced cases: {good} good, {bad} bad");
     }
 
     #[test]
