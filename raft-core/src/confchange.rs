@@ -50,11 +50,16 @@ fn is_simple(cur: &ConfState, cc: &ConfChange) -> bool {
 }
 
 /// The configuration after applying `cc` (an entry at `index`) to `cur`.
-pub(crate) fn apply(cur: &ConfState, cc: &ConfChange, index: Index) -> Result<ConfState, ConfChangeError> {
+pub(crate) fn apply(
+    cur: &ConfState,
+    cc: &ConfChange,
+    index: Index,
+) -> Result<ConfState, ConfChangeError> {
     let joint = !cur.voters_outgoing.is_empty();
     let mut seen = Vec::with_capacity(cc.ops.len());
     for op in &cc.ops {
-        let (ConfChangeOp::AddVoter(id) | ConfChangeOp::AddLearner(id) | ConfChangeOp::Remove(id)) = *op;
+        let (ConfChangeOp::AddVoter(id) | ConfChangeOp::AddLearner(id) | ConfChangeOp::Remove(id)) =
+            *op;
         if id == 0 {
             return Err(ConfChangeError::InvalidNode);
         }
@@ -67,7 +72,9 @@ pub(crate) fn apply(cur: &ConfState, cc: &ConfChange, index: Index) -> Result<Co
     next.index = index;
     if cc.ops.is_empty() {
         if !joint {
-            return Err(ConfChangeError::WrongPhase("not in a joint configuration, nothing to leave"));
+            return Err(ConfChangeError::WrongPhase(
+                "not in a joint configuration, nothing to leave",
+            ));
         }
         next.voters_outgoing.clear();
         for id in std::mem::take(&mut next.learners_next) {
@@ -77,7 +84,9 @@ pub(crate) fn apply(cur: &ConfState, cc: &ConfChange, index: Index) -> Result<Co
         return Ok(next);
     }
     if joint {
-        return Err(ConfChangeError::WrongPhase("a joint configuration must be left before the next change"));
+        return Err(ConfChangeError::WrongPhase(
+            "a joint configuration must be left before the next change",
+        ));
     }
     let simple = is_simple(cur, cc);
     if !simple {
@@ -141,7 +150,12 @@ mod tests {
 
     #[test]
     fn single_voter_change_is_direct() {
-        let c = apply(&cs(&[1, 2, 3]), &ConfChange { ops: vec![ConfChangeOp::AddVoter(4)], ..Default::default() }, 7).unwrap();
+        let c = apply(
+            &cs(&[1, 2, 3]),
+            &ConfChange { ops: vec![ConfChangeOp::AddVoter(4)], ..Default::default() },
+            7,
+        )
+        .unwrap();
         assert_eq!(c.voters, vec![1, 2, 3, 4]);
         assert!(c.voters_outgoing.is_empty());
         assert_eq!(c.index, 7);
@@ -149,9 +163,15 @@ mod tests {
 
     #[test]
     fn two_voter_changes_go_through_joint() {
-        let cc = ConfChange { ops: vec![ConfChangeOp::AddVoter(4), ConfChangeOp::Remove(1)], ..Default::default() };
+        let cc = ConfChange {
+            ops: vec![ConfChangeOp::AddVoter(4), ConfChangeOp::Remove(1)],
+            ..Default::default()
+        };
         let j = apply(&cs(&[1, 2, 3]), &cc, 5).unwrap();
-        assert_eq!((j.voters.clone(), j.voters_outgoing.clone(), j.auto_leave), (vec![2, 3, 4], vec![1, 2, 3], true));
+        assert_eq!(
+            (j.voters.clone(), j.voters_outgoing.clone(), j.auto_leave),
+            (vec![2, 3, 4], vec![1, 2, 3], true)
+        );
         assert!(matches!(apply(&j, &cc, 6), Err(ConfChangeError::WrongPhase(_))));
         let left = apply(&j, &ConfChange::leave_joint(), 6).unwrap();
         assert_eq!((left.voters, left.voters_outgoing), (vec![2, 3, 4], vec![]));
@@ -173,13 +193,36 @@ mod tests {
 
     #[test]
     fn learner_promotion_and_refusals() {
-        let c = apply(&cs(&[1]), &ConfChange { ops: vec![ConfChangeOp::AddLearner(2)], ..Default::default() }, 1).unwrap();
+        let c = apply(
+            &cs(&[1]),
+            &ConfChange { ops: vec![ConfChangeOp::AddLearner(2)], ..Default::default() },
+            1,
+        )
+        .unwrap();
         assert_eq!(c.learners, vec![2]);
-        let p = apply(&c, &ConfChange { ops: vec![ConfChangeOp::AddVoter(2)], ..Default::default() }, 2).unwrap();
+        let p = apply(
+            &c,
+            &ConfChange { ops: vec![ConfChangeOp::AddVoter(2)], ..Default::default() },
+            2,
+        )
+        .unwrap();
         assert_eq!((p.voters.clone(), p.learners.clone()), (vec![1, 2], vec![]));
-        assert_eq!(apply(&cs(&[1]), &ConfChange { ops: vec![ConfChangeOp::Remove(1)], ..Default::default() }, 1), Err(ConfChangeError::NoVoters));
-        assert!(matches!(apply(&cs(&[1]), &ConfChange::leave_joint(), 1), Err(ConfChangeError::WrongPhase(_))));
-        let dup = ConfChange { ops: vec![ConfChangeOp::AddVoter(2), ConfChangeOp::Remove(2)], ..Default::default() };
+        assert_eq!(
+            apply(
+                &cs(&[1]),
+                &ConfChange { ops: vec![ConfChangeOp::Remove(1)], ..Default::default() },
+                1
+            ),
+            Err(ConfChangeError::NoVoters)
+        );
+        assert!(matches!(
+            apply(&cs(&[1]), &ConfChange::leave_joint(), 1),
+            Err(ConfChangeError::WrongPhase(_))
+        ));
+        let dup = ConfChange {
+            ops: vec![ConfChangeOp::AddVoter(2), ConfChangeOp::Remove(2)],
+            ..Default::default()
+        };
         assert_eq!(apply(&cs(&[1]), &dup, 1), Err(ConfChangeError::DuplicateNode(2)));
     }
 
@@ -191,9 +234,15 @@ mod tests {
         all.dedup();
         let n = all.len();
         for mask in 0u32..(1 << n) {
-            let in_a = |id: NodeId| all.iter().position(|&x| x == id).is_some_and(|i| mask & (1 << i) != 0);
-            let in_b = |id: NodeId| all.iter().position(|&x| x == id).is_some_and(|i| mask & (1 << i) == 0);
-            if a.vote_result(|id| Some(in_a(id))) == VoteResult::Won && b.vote_result(|id| Some(in_b(id))) == VoteResult::Won {
+            let in_a = |id: NodeId| {
+                all.iter().position(|&x| x == id).is_some_and(|i| mask & (1 << i) != 0)
+            };
+            let in_b = |id: NodeId| {
+                all.iter().position(|&x| x == id).is_some_and(|i| mask & (1 << i) == 0)
+            };
+            if a.vote_result(|id| Some(in_a(id))) == VoteResult::Won
+                && b.vote_result(|id| Some(in_b(id))) == VoteResult::Won
+            {
                 return true;
             }
         }

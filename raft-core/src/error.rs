@@ -15,7 +15,9 @@ pub enum Error {
     #[error("no leader is known; retry after an election")]
     NoLeader,
     /// Accepting the proposal would exceed `Config::max_uncommitted_bytes`.
-    #[error("too many uncommitted bytes ({uncommitted_bytes} + {proposal_bytes} > {limit}); retry later")]
+    #[error(
+        "too many uncommitted bytes ({uncommitted_bytes} + {proposal_bytes} > {limit}); retry later"
+    )]
     UncommittedLimit {
         /// Bytes of entries appended by this leader but not yet committed.
         uncommitted_bytes: u64,
@@ -53,7 +55,9 @@ pub enum Error {
         reason: &'static str,
     },
     /// Another membership change is not yet applied; only one may be in progress at a time.
-    #[error("membership change at index {pending_index} is still in progress; retry after it is applied")]
+    #[error(
+        "membership change at index {pending_index} is still in progress; retry after it is applied"
+    )]
     ConfChangeInProgress {
         /// Log index of the change in progress.
         pending_index: Index,

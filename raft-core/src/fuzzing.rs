@@ -243,10 +243,7 @@ struct Harness {
 impl Drop for Harness {
     fn drop(&mut self) {
         if std::thread::panicking() && std::env::var_os("RAFT_FUZZ_TRACE").is_some() {
-            eprintln!(
-                "config: {:?}\nasync persistence: {}",
-                self.config, self.async_persist
-            );
+            eprintln!("config: {:?}\nasync persistence: {}", self.config, self.async_persist);
             for (i, a) in self.trace.iter().enumerate() {
                 eprintln!("action {i}: {a:?}");
             }
@@ -292,21 +289,14 @@ impl Harness {
                 let pick = usize::from(input.u8());
                 let reply = match self.outbox.len() {
                     0 => None,
-                    n => self
-                        .outbox
-                        .remove(pick % n)
-                        .and_then(|m| self.reply_to(&m, accept)),
+                    n => self.outbox.remove(pick % n).and_then(|m| self.reply_to(&m, accept)),
                 };
                 Action::Reply(reply.into_iter().collect())
             }
             12 | 13 => {
                 let accept = !input.u8().is_multiple_of(4);
                 let sent: Vec<Message> = self.outbox.drain(..).collect();
-                Action::Reply(
-                    sent.iter()
-                        .filter_map(|m| self.reply_to(m, accept))
-                        .collect(),
-                )
+                Action::Reply(sent.iter().filter_map(|m| self.reply_to(m, accept)).collect())
             }
             14 => Action::Persist(input.u8() % 4 + 1),
             _ => Action::Restart,
@@ -341,12 +331,7 @@ impl Harness {
                 };
                 let entries = decode_entries(input, prev_log_index, term);
                 let leader_commit = input.near(s.commit_index);
-                MessageBody::Append {
-                    prev_log_index,
-                    prev_log_term,
-                    entries,
-                    leader_commit,
-                }
+                MessageBody::Append { prev_log_index, prev_log_term, entries, leader_commit }
             }
             1 => {
                 let index = input.near(s.last_index);
@@ -363,41 +348,22 @@ impl Harness {
                 last_log_term: input.near(last_term),
                 force: input.u8().is_multiple_of(8),
             },
-            4 => MessageBody::VoteResponse {
-                pre_vote: input.bool(),
-                granted: input.bool(),
-            },
-            5 => MessageBody::Heartbeat {
-                commit: input.near(s.commit_index),
-                round: input.wide(),
-            },
-            6 => MessageBody::HeartbeatResponse {
-                round: input.near(self.last_round),
-            },
+            4 => MessageBody::VoteResponse { pre_vote: input.bool(), granted: input.bool() },
+            5 => MessageBody::Heartbeat { commit: input.near(s.commit_index), round: input.wide() },
+            6 => MessageBody::HeartbeatResponse { round: input.near(self.last_round) },
             7 => {
                 let n = input.u8() % 4;
-                MessageBody::Propose {
-                    data: (0..n).map(|_| input.payload()).collect(),
-                }
+                MessageBody::Propose { data: (0..n).map(|_| input.payload()).collect() }
             }
-            8 => MessageBody::ReadIndex {
-                ctx: input.payload(),
-            },
+            8 => MessageBody::ReadIndex { ctx: input.payload() },
             9 => MessageBody::ReadIndexResponse {
                 ctx: input.payload(),
                 index: input.near(s.commit_index),
             },
             10 => MessageBody::TimeoutNow,
-            _ => MessageBody::HeartbeatResponse {
-                round: self.last_round,
-            },
+            _ => MessageBody::HeartbeatResponse { round: self.last_round },
         };
-        Message {
-            from,
-            to,
-            term,
-            body,
-        }
+        Message { from, to, term, body }
     }
 
     /// What a well-behaved peer would answer to `m`, granting or accepting when `accept`.
@@ -406,15 +372,10 @@ impl Harness {
             return None;
         }
         let body = match &m.body {
-            MessageBody::Vote { pre_vote, .. } => MessageBody::VoteResponse {
-                pre_vote: *pre_vote,
-                granted: accept,
-            },
-            MessageBody::Append {
-                prev_log_index,
-                entries,
-                ..
-            } => {
+            MessageBody::Vote { pre_vote, .. } => {
+                MessageBody::VoteResponse { pre_vote: *pre_vote, granted: accept }
+            }
+            MessageBody::Append { prev_log_index, entries, .. } => {
                 if accept {
                     let index = prev_log_index.saturating_add(entries.len() as u64);
                     MessageBody::AppendResponse {
@@ -441,12 +402,7 @@ impl Harness {
             },
             _ => return None,
         };
-        Some(Message {
-            from: m.to,
-            to: ID,
-            term: m.term,
-            body,
-        })
+        Some(Message { from: m.to, to: ID, term: m.term, body })
     }
 
     fn perform(&mut self, action: Action) {
@@ -515,19 +471,13 @@ impl Harness {
             return;
         };
         if let Err(e) = self.storage.append(&rd.entries) {
-            panic!(
-                "node {ID}: ready #{} has entries storage cannot append: {e}",
-                rd.number
-            );
+            panic!("node {ID}: ready #{} has entries storage cannot append: {e}", rd.number);
         }
         if let Some(hs) = rd.hard_state {
             self.storage.set_hard_state(hs);
         }
         if let Err(e) = self.raft.on_persisted(rd.number) {
-            panic!(
-                "node {ID}: on_persisted(#{}) refused in order: {e}",
-                rd.number
-            );
+            panic!("node {ID}: on_persisted(#{}) refused in order: {e}", rd.number);
         }
         self.send(rd.persisted_messages);
     }
@@ -541,15 +491,8 @@ impl Harness {
 
     fn send(&mut self, messages: Vec<Message>) {
         for m in messages {
-            assert_eq!(
-                m.from, ID,
-                "node {ID} sent a message from someone else: {m:?}"
-            );
-            assert!(
-                m.to != ID && m.to != 0,
-                "node {ID} sent a message to {}: {m:?}",
-                m.to
-            );
+            assert_eq!(m.from, ID, "node {ID} sent a message from someone else: {m:?}");
+            assert!(m.to != ID && m.to != 0, "node {ID} sent a message to {}: {m:?}", m.to);
             if let MessageBody::Heartbeat { round, .. } = m.body {
                 self.last_round = self.last_round.max(round);
             }
@@ -579,10 +522,7 @@ impl Harness {
             self.applied = (e.index, e.term);
         }
         if let Err(e) = self.raft.on_applied(last.index) {
-            panic!(
-                "node {ID}: on_applied({}) refused after handing it out: {e}",
-                last.index
-            );
+            panic!("node {ID}: on_applied({}) refused after handing it out: {e}", last.index);
         }
     }
 
@@ -598,15 +538,8 @@ impl Harness {
             ),
         };
         let s = self.raft.status();
-        assert_eq!(
-            (s.term, s.vote),
-            (hs.term, hs.vote),
-            "node {ID}: restart lost the hard state"
-        );
-        assert_eq!(
-            s.applied_index, self.applied.0,
-            "node {ID}: restart lost the applied index"
-        );
+        assert_eq!((s.term, s.vote), (hs.term, hs.vote), "node {ID}: restart lost the hard state");
+        assert_eq!(s.applied_index, self.applied.0, "node {ID}: restart lost the applied index");
         self.last_ready_number = None;
         self.last_hard_state = hs;
         self.last_status = s;
@@ -614,34 +547,16 @@ impl Harness {
 
     fn check_ready(&mut self, rd: &Ready) {
         if let Some(n) = self.last_ready_number {
-            assert!(
-                rd.number > n,
-                "node {ID}: ready #{} handed out after #{n}",
-                rd.number
-            );
+            assert!(rd.number > n, "node {ID}: ready #{} handed out after #{n}", rd.number);
         }
         self.last_ready_number = Some(rd.number);
         for w in rd.entries.windows(2) {
-            assert_eq!(
-                w[1].index,
-                w[0].index + 1,
-                "node {ID}: ready #{} entries",
-                rd.number
-            );
-            assert!(
-                w[1].term >= w[0].term,
-                "node {ID}: ready #{} entry terms",
-                rd.number
-            );
+            assert_eq!(w[1].index, w[0].index + 1, "node {ID}: ready #{} entries", rd.number);
+            assert!(w[1].term >= w[0].term, "node {ID}: ready #{} entry terms", rd.number);
         }
         let term = self.raft.term();
         if let Some(e) = rd.entries.last() {
-            assert!(
-                e.term <= term,
-                "node {ID}: entry {} of term {} > {term}",
-                e.index,
-                e.term
-            );
+            assert!(e.term <= term, "node {ID}: entry {} of term {} > {term}", e.index, e.term);
         }
         if let Some(hs) = rd.hard_state {
             let prev = self.last_hard_state;
@@ -650,19 +565,12 @@ impl Harness {
                 "node {ID}: hard state term went back: {prev:?} -> {hs:?}"
             );
             if hs.term == prev.term && prev.vote.is_some() {
-                assert_eq!(
-                    hs.vote, prev.vote,
-                    "node {ID}: changed its vote in term {}",
-                    hs.term
-                );
+                assert_eq!(hs.vote, prev.vote, "node {ID}: changed its vote in term {}", hs.term);
             }
             self.last_hard_state = hs;
         }
         for m in &rd.persisted_messages {
-            assert_eq!(
-                m.from, ID,
-                "node {ID}: persisted message from someone else: {m:?}"
-            );
+            assert_eq!(m.from, ID, "node {ID}: persisted message from someone else: {m:?}");
         }
     }
 
@@ -675,45 +583,23 @@ impl Harness {
             s.id, s.term, s.commit_index, s.last_index
         );
         assert_eq!(s.id, ID, "{at}: wrong id");
-        assert!(
-            s.commit_index <= s.last_index,
-            "{at}: commit beyond the log"
-        );
-        assert!(
-            s.applied_index <= s.commit_index,
-            "{at}: applied {} > commit",
-            s.applied_index
-        );
-        assert!(
-            s.persisted_index <= s.last_index,
-            "{at}: persisted {} > last",
-            s.persisted_index
-        );
+        assert!(s.commit_index <= s.last_index, "{at}: commit beyond the log");
+        assert!(s.applied_index <= s.commit_index, "{at}: applied {} > commit", s.applied_index);
+        assert!(s.persisted_index <= s.last_index, "{at}: persisted {} > last", s.persisted_index);
         assert_eq!(
             s.applied_index, self.applied.0,
             "{at}: applied index is not the acknowledged one"
         );
         assert!(s.term >= p.term, "{at}: term went back from {}", p.term);
-        assert!(
-            s.commit_index >= p.commit_index,
-            "{at}: commit went back from {}",
-            p.commit_index
-        );
+        assert!(s.commit_index >= p.commit_index, "{at}: commit went back from {}", p.commit_index);
         if s.term == p.term && p.vote.is_some() {
             assert_eq!(s.vote, p.vote, "{at}: vote changed within the term");
         }
         if s.role == Role::Leader {
-            assert_eq!(
-                s.leader_id,
-                Some(ID),
-                "{at}: leader that does not know it leads"
-            );
+            assert_eq!(s.leader_id, Some(ID), "{at}: leader that does not know it leads");
         }
         if !self.async_persist && self.pending.is_empty() {
-            assert_eq!(
-                s.persisted_index, s.last_index,
-                "{at}: everything was persisted"
-            );
+            assert_eq!(s.persisted_index, s.last_index, "{at}: everything was persisted");
         }
         let (index, term) = self.applied;
         if index > 0 {
@@ -735,22 +621,13 @@ fn decode_entries(input: &mut Cursor<'_>, prev_log_index: Index, term: Term) -> 
     (0..u64::from(n))
         .map(|i| {
             let natural = prev_log_index.saturating_add(1 + i);
-            let index = if contiguous {
-                natural
-            } else {
-                input.near(natural)
-            };
+            let index = if contiguous { natural } else { input.near(natural) };
             let term = input.near(term);
             let (kind, data) = match input.u8() % 4 {
                 0 => (EntryKind::Empty, Bytes::new()),
                 _ => (EntryKind::Normal, input.payload()),
             };
-            Entry {
-                term,
-                index,
-                kind,
-                data,
-            }
+            Entry { term, index, kind, data }
         })
         .collect()
 }

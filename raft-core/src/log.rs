@@ -146,7 +146,13 @@ impl<S: Storage> RaftLog<S> {
     }
 
     /// Entries in `[lo, hi)`, at most `max_bytes` (but at least one) and `max_count`.
-    pub(crate) fn entries(&self, lo: Index, hi: Index, max_bytes: u64, max_count: usize) -> Result<Vec<Entry>, Error> {
+    pub(crate) fn entries(
+        &self,
+        lo: Index,
+        hi: Index,
+        max_bytes: u64,
+        max_count: usize,
+    ) -> Result<Vec<Entry>, Error> {
         let hi = hi.min(self.last_index() + 1).min(lo.saturating_add(max_count as u64));
         if lo >= hi {
             return Ok(Vec::new());
@@ -159,7 +165,9 @@ impl<S: Storage> RaftLog<S> {
         } else {
             Vec::new()
         };
-        if hi > self.unstable_offset && (out.is_empty() || out.last().map(|e| e.index + 1) == Some(self.unstable_offset)) {
+        if hi > self.unstable_offset
+            && (out.is_empty() || out.last().map(|e| e.index + 1) == Some(self.unstable_offset))
+        {
             let mut bytes: u64 = out.iter().map(Entry::size_bytes).sum();
             let start = lo.max(self.unstable_offset);
             let skip = (start - self.unstable_offset) as usize;

@@ -94,7 +94,11 @@ pub(crate) struct Progress {
 }
 
 impl Progress {
-    pub(crate) fn new(next_index: Index, max_inflight_msgs: usize, max_inflight_bytes: u64) -> Progress {
+    pub(crate) fn new(
+        next_index: Index,
+        max_inflight_msgs: usize,
+        max_inflight_bytes: u64,
+    ) -> Progress {
         Progress {
             match_index: 0,
             next_index,

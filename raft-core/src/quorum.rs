@@ -131,7 +131,8 @@ mod tests {
         if voters.is_empty() {
             return VoteResult::Won;
         }
-        let missing: Vec<NodeId> = voters.iter().copied().filter(|v| !votes.contains_key(v)).collect();
+        let missing: Vec<NodeId> =
+            voters.iter().copied().filter(|v| !votes.contains_key(v)).collect();
         let won_with = |extra: &[bool]| {
             let mut granted = voters.iter().filter(|v| votes.get(v) == Some(&true)).count();
             granted += extra.iter().filter(|&&b| b).count();

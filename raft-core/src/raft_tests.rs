@@ -2,8 +2,8 @@
 
 use bytes::Bytes;
 
-use crate::testkit::harness::Harness;
 use crate::ReadState;
+use crate::testkit::harness::Harness;
 
 #[test]
 fn smoke_elect_replicate_read() {

@@ -155,14 +155,24 @@ impl ConfState {
             if r.len() < len.checked_mul(8)? {
                 return None;
             }
-            *l = r[..len * 8].chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).collect();
+            *l = r[..len * 8]
+                .chunks_exact(8)
+                .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+                .collect();
             rest = &r[len * 8..];
         }
         if !rest.is_empty() {
             return None;
         }
         let [voters, learners, voters_outgoing, learners_next] = lists;
-        Some(ConfState { voters, learners, voters_outgoing, learners_next, auto_leave: auto_leave == 1, index: 0 })
+        Some(ConfState {
+            voters,
+            learners,
+            voters_outgoing,
+            learners_next,
+            auto_leave: auto_leave == 1,
+            index: 0,
+        })
     }
 }
 
@@ -356,8 +366,9 @@ impl MessageBody {
             + match self {
                 MessageBody::Append { entries, .. } => entries.iter().map(Entry::size_bytes).sum(),
                 MessageBody::InstallSnapshot { snapshot } => snapshot.data.len() as u64 + 64,
-                MessageBody::ReadIndex { ctx }
-                | MessageBody::ReadIndexResponse { ctx, .. } => ctx.len() as u64,
+                MessageBody::ReadIndex { ctx } | MessageBody::ReadIndexResponse { ctx, .. } => {
+                    ctx.len() as u64
+                }
                 MessageBody::Propose { data } => data.iter().map(|d| d.len() as u64 + 8).sum(),
                 _ => 0,
             }

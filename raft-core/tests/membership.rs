@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use raft_core::testkit::harness::Harness;
 use raft_core::{
-    Config, ConfChange, ConfChangeOp, ConfChangeTransition, Error, MemStorage, MessageBody, NodeId,
+    ConfChange, ConfChangeOp, ConfChangeTransition, Config, Error, MemStorage, MessageBody, NodeId,
     Raft, Role, Storage,
 };
 
@@ -66,7 +66,8 @@ fn row21_joint_consensus_auto_leave_and_one_change_at_a_time() {
     propose_n(&mut h, 1, 1);
     add_blank_node(&mut h, 4);
     add_blank_node(&mut h, 5);
-    let change = cc(vec![ConfChangeOp::AddVoter(4), ConfChangeOp::AddVoter(5), ConfChangeOp::Remove(3)]);
+    let change =
+        cc(vec![ConfChangeOp::AddVoter(4), ConfChangeOp::AddVoter(5), ConfChangeOp::Remove(3)]);
     h.node_mut(1).propose_conf_change(change).unwrap();
     // Before anything is applied, a second change is refused with a clear error.
     let second = h.node_mut(1).propose_conf_change(cc(vec![ConfChangeOp::Remove(2)]));
@@ -112,7 +113,10 @@ fn row21_explicit_joint_needs_leave() {
     h.settle();
     h.tick_all(3);
     let c = h.node(2).conf_state().clone();
-    assert_eq!((c.voters, c.voters_outgoing, c.learners_next), (vec![1, 2, 4], vec![1, 2, 3], vec![3]));
+    assert_eq!(
+        (c.voters, c.voters_outgoing, c.learners_next),
+        (vec![1, 2, 4], vec![1, 2, 3], vec![3])
+    );
     h.node_mut(1).propose_conf_change(ConfChange::leave_joint()).unwrap();
     h.settle();
     assert_eq!(voters(&h, 2), (vec![1, 2, 4], vec![], vec![3]));
@@ -182,14 +186,22 @@ fn row24_follower_behind_compaction_catches_up_by_snapshot() {
     propose_n(&mut h, 1, 2);
     let s1 = h.node(1).status();
     let s3 = h.node(3).status();
-    assert_eq!((s3.commit_index, s3.last_index, s3.snapshot_index), (s1.commit_index, s1.last_index, snap_index));
+    assert_eq!(
+        (s3.commit_index, s3.last_index, s3.snapshot_index),
+        (s1.commit_index, s1.last_index, snap_index)
+    );
     assert_eq!(h.node(3).storage().first_index().unwrap(), snap_index + 1);
     // Entries after the snapshot were applied normally on node 3.
     assert_eq!(h.applied_data(3).last(), Some(&Bytes::from("v1")));
     // Replaying the same snapshot is answered and ignored.
     let snap = h.node(1).storage().snapshot().unwrap();
     let term = h.node(1).term();
-    let dup = raft_core::Message { from: 1, to: 3, term, body: MessageBody::InstallSnapshot { snapshot: snap } };
+    let dup = raft_core::Message {
+        from: 1,
+        to: 3,
+        term,
+        body: MessageBody::InstallSnapshot { snapshot: snap },
+    };
     h.node_mut(3).step(dup).unwrap();
     h.settle();
     assert_eq!(h.installed[&3], vec![snap_index]);
@@ -212,7 +224,8 @@ fn row25_restart_behind_snapshot_restores_then_applies_once() {
     let first_after = rd.committed_entries.first().map(|e| e.index);
     assert!(first_after.is_none_or(|i| i == snap_index + 1), "{first_after:?}");
     // A state machine already at the snapshot gets no snapshot again.
-    let mut at_snapshot = Raft::restart(Config::new(2), h.node(2).storage().clone(), snap_index).unwrap();
+    let mut at_snapshot =
+        Raft::restart(Config::new(2), h.node(2).storage().clone(), snap_index).unwrap();
     assert_eq!(at_snapshot.ready().snapshot, None);
     assert_eq!(at_snapshot.status().applied_index, snap_index);
 }

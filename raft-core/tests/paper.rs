@@ -24,32 +24,17 @@ type Node = Raft<MemStorage>;
 
 /// A normal entry with an empty payload (as etcd's paper tests use).
 fn e(index: Index, term: Term) -> Entry {
-    Entry {
-        term,
-        index,
-        kind: EntryKind::Normal,
-        data: Bytes::new(),
-    }
+    Entry { term, index, kind: EntryKind::Normal, data: Bytes::new() }
 }
 
 /// The empty entry a leader appends when it takes office.
 fn empty(index: Index, term: Term) -> Entry {
-    Entry {
-        term,
-        index,
-        kind: EntryKind::Empty,
-        data: Bytes::new(),
-    }
+    Entry { term, index, kind: EntryKind::Empty, data: Bytes::new() }
 }
 
 /// A normal entry with a payload.
 fn data(index: Index, term: Term, payload: &'static [u8]) -> Entry {
-    Entry {
-        term,
-        index,
-        kind: EntryKind::Normal,
-        data: Bytes::from_static(payload),
-    }
+    Entry { term, index, kind: EntryKind::Normal, data: Bytes::from_static(payload) }
 }
 
 /// A log whose entry `i + 1` has term `terms[i]`.
@@ -77,12 +62,7 @@ fn node_with(cfg: Config, storage: MemStorage) -> Node {
 }
 
 fn m(from: NodeId, to: NodeId, term: Term, body: MessageBody) -> Message {
-    Message {
-        from,
-        to,
-        term,
-        body,
-    }
+    Message { from, to, term, body }
 }
 
 fn app(
@@ -91,62 +71,31 @@ fn app(
     entries: Vec<Entry>,
     leader_commit: Index,
 ) -> MessageBody {
-    MessageBody::Append {
-        prev_log_index,
-        prev_log_term,
-        entries,
-        leader_commit,
-    }
+    MessageBody::Append { prev_log_index, prev_log_term, entries, leader_commit }
 }
 
 fn app_ok(index: Index) -> MessageBody {
-    MessageBody::AppendResponse {
-        reject: false,
-        index,
-        hint_index: 0,
-        hint_term: 0,
-    }
+    MessageBody::AppendResponse { reject: false, index, hint_index: 0, hint_term: 0 }
 }
 
 fn app_rej(index: Index, hint_index: Index, hint_term: Term) -> MessageBody {
-    MessageBody::AppendResponse {
-        reject: true,
-        index,
-        hint_index,
-        hint_term,
-    }
+    MessageBody::AppendResponse { reject: true, index, hint_index, hint_term }
 }
 
 fn vote(last_log_index: Index, last_log_term: Term) -> MessageBody {
-    MessageBody::Vote {
-        pre_vote: false,
-        last_log_index,
-        last_log_term,
-        force: false,
-    }
+    MessageBody::Vote { pre_vote: false, last_log_index, last_log_term, force: false }
 }
 
 fn prevote(last_log_index: Index, last_log_term: Term) -> MessageBody {
-    MessageBody::Vote {
-        pre_vote: true,
-        last_log_index,
-        last_log_term,
-        force: false,
-    }
+    MessageBody::Vote { pre_vote: true, last_log_index, last_log_term, force: false }
 }
 
 fn vote_resp(granted: bool) -> MessageBody {
-    MessageBody::VoteResponse {
-        pre_vote: false,
-        granted,
-    }
+    MessageBody::VoteResponse { pre_vote: false, granted }
 }
 
 fn prevote_resp(granted: bool) -> MessageBody {
-    MessageBody::VoteResponse {
-        pre_vote: true,
-        granted,
-    }
+    MessageBody::VoteResponse { pre_vote: true, granted }
 }
 
 fn hb(commit: Index, round: u64) -> MessageBody {
@@ -158,10 +107,7 @@ fn hb_resp(round: u64) -> MessageBody {
 }
 
 fn rs(ctx: &'static [u8], index: Index) -> ReadState {
-    ReadState {
-        ctx: Bytes::from_static(ctx),
-        index,
-    }
+    ReadState { ctx: Bytes::from_static(ctx), index }
 }
 
 fn b(s: &'static [u8]) -> Bytes {
@@ -220,11 +166,7 @@ fn to_candidate(r: &mut Node) {
             r.step(m(v, id, term, prevote_resp(true))).unwrap();
         }
     }
-    assert!(
-        matches!(r.role(), Role::Candidate | Role::Leader),
-        "node {id}: {:?}",
-        r.role()
-    );
+    assert!(matches!(r.role(), Role::Candidate | Role::Leader), "node {id}: {:?}", r.role());
 }
 
 /// Campaigns and collects every other voter's (pre-)vote until it leads.
@@ -269,10 +211,7 @@ fn ticks_until(r: &mut Node, limit: u64, done: impl Fn(&Node) -> bool) -> u64 {
             return n;
         }
     }
-    panic!(
-        "node {}: condition not reached within {limit} ticks",
-        r.id()
-    );
+    panic!("node {}: condition not reached within {limit} ticks", r.id());
 }
 
 /// A cluster of `logs.len()` voters `1..=n` where node `i + 1` starts from `logs[i]` with hard
@@ -282,10 +221,7 @@ fn cluster_with_logs(logs: &[(Vec<Entry>, Term)]) -> Harness {
     let voters: Vec<NodeId> = (1..=n).collect();
     let mut net = Harness::new(n);
     for ((log, term), id) in logs.iter().zip(1..) {
-        let r = node_with(
-            Config::new(id),
-            storage_with(&voters, log, hs(*term, None, 0)),
-        );
+        let r = node_with(Config::new(id), storage_with(&voters, log, hs(*term, None, 0)));
         net.nodes.insert(id, r);
     }
     net
@@ -303,23 +239,13 @@ fn exchange(net: &Harness) -> Vec<String> {
         .iter()
         .filter(between)
         .filter_map(|msg| match &msg.body {
-            MessageBody::Append {
-                prev_log_index: i,
-                prev_log_term: t,
-                entries,
-                ..
-            } => Some(format!("app ({i},{t}) +{}", entries.len())),
-            MessageBody::AppendResponse {
-                reject: false,
-                index,
-                ..
-            } => Some(format!("ok {index}")),
-            MessageBody::AppendResponse {
-                reject: true,
-                index,
-                hint_index,
-                hint_term,
-            } => Some(format!("rej {index} hint ({hint_index},{hint_term})")),
+            MessageBody::Append { prev_log_index: i, prev_log_term: t, entries, .. } => {
+                Some(format!("app ({i},{t}) +{}", entries.len()))
+            }
+            MessageBody::AppendResponse { reject: false, index, .. } => Some(format!("ok {index}")),
+            MessageBody::AppendResponse { reject: true, index, hint_index, hint_term } => {
+                Some(format!("rej {index} hint ({hint_index},{hint_term})"))
+            }
             _ => None,
         })
         .collect()
@@ -331,11 +257,7 @@ fn assert_exchange(net: &Harness, expected: &[&str]) {
     assert!(got.len() >= expected.len(), "{got:#?}");
     assert_eq!(got[..expected.len()], *expected, "{got:#?}");
     let rest = &got[expected.len()..];
-    assert!(
-        rest.iter()
-            .all(|l| l.ends_with(" +0") || l.starts_with("ok ")),
-        "{got:#?}"
-    );
+    assert!(rest.iter().all(|l| l.ends_with(" +0") || l.starts_with("ok ")), "{got:#?}");
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -345,14 +267,8 @@ fn assert_exchange(net: &Harness, expected: &[&str]) {
 fn s5_1_node_starts_as_follower() {
     let r = node(1, &[1, 2, 3]);
     let st = r.status();
-    assert_eq!(
-        (st.role, st.term, st.vote, st.leader_id),
-        (Role::Follower, 0, None, None)
-    );
-    assert_eq!(
-        (st.commit_index, st.applied_index, st.last_index),
-        (0, 0, 0)
-    );
+    assert_eq!((st.role, st.term, st.vote, st.leader_id), (Role::Follower, 0, None, None));
+    assert_eq!((st.commit_index, st.applied_index, st.last_index), (0, 0, 0));
     assert!(!r.has_ready());
 }
 
@@ -361,12 +277,7 @@ fn s5_1_node_starts_as_follower() {
 /// immediately reverts to follower state." (etcd `testUpdateTermFromMessage`)
 #[test]
 fn s5_1_node_with_higher_term_message_becomes_follower() {
-    for start in [
-        Role::Follower,
-        Role::PreCandidate,
-        Role::Candidate,
-        Role::Leader,
-    ] {
+    for start in [Role::Follower, Role::PreCandidate, Role::Candidate, Role::Leader] {
         let mut r = node(1, &[1, 2, 3]);
         match start {
             Role::Follower => {}
@@ -403,18 +314,11 @@ fn s5_1_node_with_higher_term_message_becomes_follower() {
     let mut r = elected(Config::new(1), &[1, 2, 3]);
     r.step(m(2, 1, 5, app_rej(0, 0, 0))).unwrap();
     let st = r.status();
-    assert_eq!(
-        (st.role, st.term, st.vote, st.leader_id),
-        (Role::Follower, 5, None, None)
-    );
+    assert_eq!((st.role, st.term, st.vote, st.leader_id), (Role::Follower, 5, None, None));
     let rd = r.ready();
     assert_eq!(
         rd,
-        Ready {
-            number: rd.number,
-            hard_state: Some(hs(5, None, 0)),
-            ..Ready::default()
-        }
+        Ready { number: rd.number, hard_state: Some(hs(5, None, 0)), ..Ready::default() }
     );
 
     let mut r = node(1, &[1, 2, 3]);
@@ -422,10 +326,7 @@ fn s5_1_node_with_higher_term_message_becomes_follower() {
     drain(&mut r);
     r.step(m(3, 1, 7, vote_resp(false))).unwrap();
     let st = r.status();
-    assert_eq!(
-        (st.role, st.term, st.vote, st.leader_id),
-        (Role::Follower, 7, None, None)
-    );
+    assert_eq!((st.role, st.term, st.vote, st.leader_id), (Role::Follower, 7, None, None));
 }
 
 /// "If a server receives a request with a stale term number, it rejects the request."
@@ -437,25 +338,14 @@ fn s5_1_stale_term_message_is_rejected() {
     let log = log_of_terms(&[1, 2]);
     let cases: Vec<(MessageBody, Vec<Message>, Vec<Message>)> = vec![
         // (message from node 2 in term 2, messages, persisted_messages)
-        (
-            app(2, 2, vec![e(3, 2)], 2),
-            vec![],
-            vec![m(1, 2, 3, app_rej(0, 0, 0))],
-        ),
+        (app(2, 2, vec![e(3, 2)], 2), vec![], vec![m(1, 2, 3, app_rej(0, 0, 0))]),
         (hb(2, 1), vec![], vec![m(1, 2, 3, app_rej(0, 0, 0))]),
         (vote(5, 2), vec![], vec![]),
         (prevote(5, 2), vec![m(1, 2, 3, prevote_resp(false))], vec![]),
         (app_ok(2), vec![], vec![]),
         (hb_resp(1), vec![], vec![]),
         (vote_resp(true), vec![], vec![]),
-        (
-            MessageBody::ReadIndexResponse {
-                ctx: b(b"r"),
-                index: 2,
-            },
-            vec![],
-            vec![],
-        ),
+        (MessageBody::ReadIndexResponse { ctx: b(b"r"), index: 2 }, vec![], vec![]),
     ];
     for (body, messages, persisted_messages) in cases {
         let mut r = node_with(Config::new(1), storage_with(&voters, &log, hs(3, None, 0)));
@@ -473,12 +363,7 @@ fn s5_1_stale_term_message_is_rejected() {
         let rd = r.ready();
         assert_eq!(
             rd,
-            Ready {
-                number: rd.number,
-                messages,
-                persisted_messages,
-                ..Ready::default()
-            },
+            Ready { number: rd.number, messages, persisted_messages, ..Ready::default() },
             "{name}"
         );
     }
@@ -495,19 +380,13 @@ fn s5_2_follower_starts_prevote_after_election_timeout() {
     let mut r = node(1, &[1, 2, 3]);
 
     let ticks = ticks_until(&mut r, 100, |r| {
-        assert!(
-            r.role() != Role::Follower || !r.has_ready(),
-            "a waiting follower has no work"
-        );
+        assert!(r.role() != Role::Follower || !r.has_ready(), "a waiting follower has no work");
         r.role() != Role::Follower
     });
 
     assert!((10..20).contains(&ticks), "timed out after {ticks} ticks");
     let st = r.status();
-    assert_eq!(
-        (st.role, st.term, st.vote, st.leader_id),
-        (Role::PreCandidate, 0, None, None)
-    );
+    assert_eq!((st.role, st.term, st.vote, st.leader_id), (Role::PreCandidate, 0, None, None));
     let rd = r.ready();
     assert_eq!(
         rd,
@@ -526,27 +405,17 @@ fn s5_2_follower_starts_prevote_after_election_timeout() {
 #[test]
 fn s5_2_prevote_quorum_starts_real_election() {
     let log = log_of_terms(&[1, 1, 2]);
-    let mut r = node_with(
-        Config::new(1),
-        storage_with(&[1, 2, 3, 4, 5], &log, hs(2, None, 0)),
-    );
+    let mut r = node_with(Config::new(1), storage_with(&[1, 2, 3, 4, 5], &log, hs(2, None, 0)));
     r.campaign();
     drain(&mut r);
     r.step(m(2, 1, 3, prevote_resp(true))).unwrap();
-    assert_eq!(
-        r.role(),
-        Role::PreCandidate,
-        "one grant and its own are not a quorum of 5"
-    );
+    assert_eq!(r.role(), Role::PreCandidate, "one grant and its own are not a quorum of 5");
     assert!(!r.has_ready());
 
     r.step(m(4, 1, 3, prevote_resp(true))).unwrap();
 
     let st = r.status();
-    assert_eq!(
-        (st.role, st.term, st.vote, st.leader_id),
-        (Role::Candidate, 3, Some(1), None)
-    );
+    assert_eq!((st.role, st.term, st.vote, st.leader_id), (Role::Candidate, 3, Some(1), None));
     let rd = r.ready();
     assert_eq!(
         rd,
@@ -642,10 +511,7 @@ fn s5_2_candidate_loses() {
             (Role::Follower, 1, Some(1), None),
             "size {size}, votes {votes:?}"
         );
-        assert!(
-            !r.has_ready(),
-            "losing changes nothing durable and sends nothing"
-        );
+        assert!(!r.has_ready(), "losing changes nothing durable and sends nothing");
     }
 }
 
@@ -666,15 +532,9 @@ fn s5_2_candidate_stays_with_split_vote() {
 
     let ticks = ticks_until(&mut r, 100, |r| r.role() != Role::Candidate);
 
-    assert!(
-        (10..20).contains(&ticks),
-        "new election after {ticks} ticks"
-    );
+    assert!((10..20).contains(&ticks), "new election after {ticks} ticks");
     let st = r.status();
-    assert_eq!(
-        (st.role, st.term, st.vote),
-        (Role::PreCandidate, 1, Some(1))
-    );
+    assert_eq!((st.role, st.term, st.vote), (Role::PreCandidate, 1, Some(1)));
     let rd = next(&mut r);
     assert_eq!(
         rd,
@@ -687,10 +547,7 @@ fn s5_2_candidate_stays_with_split_vote() {
     for from in [2, 3] {
         r.step(m(from, 1, 2, prevote_resp(true))).unwrap();
     }
-    assert_eq!(
-        (r.role(), r.term(), r.status().vote),
-        (Role::Candidate, 2, Some(1))
-    );
+    assert_eq!((r.role(), r.term(), r.status().vote), (Role::Candidate, 2, Some(1)));
 }
 
 /// "A candidate [...] may receive an AppendEntries RPC from another server claiming to be
@@ -706,10 +563,7 @@ fn s5_2_candidate_falls_back_on_append_from_leader_of_its_term() {
     r.step(m(2, 1, 1, app(0, 0, vec![e(1, 1)], 0))).unwrap();
 
     let st = r.status();
-    assert_eq!(
-        (st.role, st.term, st.vote, st.leader_id),
-        (Role::Follower, 1, Some(1), Some(2))
-    );
+    assert_eq!((st.role, st.term, st.vote, st.leader_id), (Role::Follower, 1, Some(1), Some(2)));
     let rd = r.ready();
     assert_eq!(
         rd,
@@ -722,10 +576,7 @@ fn s5_2_candidate_falls_back_on_append_from_leader_of_its_term() {
     );
 
     // A pre-candidate falls back to a heartbeat of its current term.
-    let mut r = node_with(
-        Config::new(1),
-        storage_with(&[1, 2, 3], &[], hs(4, None, 0)),
-    );
+    let mut r = node_with(Config::new(1), storage_with(&[1, 2, 3], &[], hs(4, None, 0)));
     r.campaign();
     drain(&mut r);
     assert_eq!(r.role(), Role::PreCandidate);
@@ -733,10 +584,7 @@ fn s5_2_candidate_falls_back_on_append_from_leader_of_its_term() {
     r.step(m(3, 1, 4, hb(0, 9))).unwrap();
 
     let st = r.status();
-    assert_eq!(
-        (st.role, st.term, st.vote, st.leader_id),
-        (Role::Follower, 4, None, Some(3))
-    );
+    assert_eq!((st.role, st.term, st.vote, st.leader_id), (Role::Follower, 4, None, Some(3)));
     let rd = r.ready();
     assert_eq!(
         rd,
@@ -834,11 +682,7 @@ fn s5_2_randomized_timeouts_differ_between_nodes() {
                 let t = ticks_until(&mut r, 100, |r| r.has_ready());
                 let rd = next(&mut r);
                 assert_eq!(rd.messages.len(), 4, "a pre-vote to each peer");
-                assert!(
-                    rd.messages
-                        .iter()
-                        .all(|msg| msg.body == prevote(0, 0) && msg.term == 1)
-                );
+                assert!(rd.messages.iter().all(|msg| msg.body == prevote(0, 0) && msg.term == 1));
                 assert_eq!(r.term(), 0, "unanswered pre-votes never raise the term");
                 t
             })
@@ -848,27 +692,15 @@ fn s5_2_randomized_timeouts_differ_between_nodes() {
     let sequences: Vec<Vec<u64>> = (1..=5).map(|id| timeouts(id, 200)).collect();
 
     for (seq, id) in sequences.iter().zip(1..) {
-        assert!(
-            seq.iter().all(|t| (10..20).contains(t)),
-            "node {id}: {seq:?}"
-        );
+        assert!(seq.iter().all(|t| (10..20).contains(t)), "node {id}: {seq:?}");
         for t in 10..20 {
-            assert!(
-                seq.contains(&t),
-                "node {id} never drew a timeout of {t} ticks"
-            );
+            assert!(seq.contains(&t), "node {id} never drew a timeout of {t} ticks");
         }
     }
     let firsts: Vec<&[u64]> = sequences.iter().map(|s| &s[..10]).collect();
     for i in 0..firsts.len() {
         for j in i + 1..firsts.len() {
-            assert_ne!(
-                firsts[i],
-                firsts[j],
-                "nodes {} and {} time out in lockstep",
-                i + 1,
-                j + 1
-            );
+            assert_ne!(firsts[i], firsts[j], "nodes {} and {} time out in lockstep", i + 1, j + 1);
         }
     }
 }
@@ -906,10 +738,7 @@ fn s5_2_leader_broadcasts_heartbeats() {
         r.tick();
     }
     let rd = next(&mut r);
-    assert_eq!(
-        rd.messages,
-        vec![m(1, 2, 1, hb(2, 2)), m(1, 3, 1, hb(1, 2))]
-    );
+    assert_eq!(rd.messages, vec![m(1, 2, 1, hb(2, 2)), m(1, 3, 1, hb(1, 2))]);
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -987,13 +816,7 @@ fn s5_3_leader_replicates_and_commits() {
 fn s5_3_follower_appends_and_commits() {
     let mut r = node(2, &[1, 2, 3]);
 
-    r.step(m(
-        1,
-        2,
-        1,
-        app(0, 0, vec![data(1, 1, b"a"), data(2, 1, b"b")], 1),
-    ))
-    .unwrap();
+    r.step(m(1, 2, 1, app(0, 0, vec![data(1, 1, b"a"), data(2, 1, b"b")], 1))).unwrap();
 
     let rd = r.ready();
     assert_eq!(
@@ -1010,11 +833,7 @@ fn s5_3_follower_appends_and_commits() {
     let rd = next(&mut r);
     assert_eq!(
         rd,
-        Ready {
-            number: rd.number,
-            committed_entries: vec![data(1, 1, b"a")],
-            ..Ready::default()
-        }
+        Ready { number: rd.number, committed_entries: vec![data(1, 1, b"a")], ..Ready::default() }
     );
 
     // A heartbeat moves the commit index on, never beyond the follower's log.
@@ -1049,13 +868,9 @@ fn s5_3_follower_rejects_append_with_mismatched_prev() {
         (9, 3, app_rej(9, 2, 2)),
     ];
     for (prev_index, prev_term, answer) in cases {
-        let mut r = node_with(
-            Config::new(1),
-            storage_with(&[1, 2, 3], &log, hs(3, None, 0)),
-        );
+        let mut r = node_with(Config::new(1), storage_with(&[1, 2, 3], &log, hs(3, None, 0)));
 
-        r.step(m(2, 1, 3, app(prev_index, prev_term, vec![], 0)))
-            .unwrap();
+        r.step(m(2, 1, 3, app(prev_index, prev_term, vec![], 0))).unwrap();
 
         let rd = r.ready();
         assert_eq!(
@@ -1088,24 +903,13 @@ fn s5_3_follower_truncates_conflicting_suffix() {
         (0, 0, &[1, 2, 4], &[1, 2, 4], 3),
     ];
     for &(prev_index, prev_term, sent, result, first_new) in cases {
-        let mut r = node_with(
-            Config::new(1),
-            storage_with(&[1, 2, 3], &log, hs(2, None, 0)),
-        );
-        let sent: Vec<Entry> = sent
-            .iter()
-            .zip(prev_index + 1..)
-            .map(|(&t, i)| e(i, t))
-            .collect();
+        let mut r = node_with(Config::new(1), storage_with(&[1, 2, 3], &log, hs(2, None, 0)));
+        let sent: Vec<Entry> = sent.iter().zip(prev_index + 1..).map(|(&t, i)| e(i, t)).collect();
         let last_new = prev_index + sent.len() as u64;
         let result = log_of_terms(result);
-        let to_persist = result
-            .get(first_new as usize - 1..)
-            .unwrap_or_default()
-            .to_vec();
+        let to_persist = result.get(first_new as usize - 1..).unwrap_or_default().to_vec();
 
-        r.step(m(2, 1, 4, app(prev_index, prev_term, sent, 0)))
-            .unwrap();
+        r.step(m(2, 1, 4, app(prev_index, prev_term, sent, 0))).unwrap();
 
         let rd = r.ready();
         assert_eq!(
@@ -1122,12 +926,7 @@ fn s5_3_follower_truncates_conflicting_suffix() {
         assert_eq!(whole_log(&r), result, "before persistence");
         persist(&mut r, &rd);
         assert_eq!(whole_log(&r), result, "after persistence");
-        assert_eq!(
-            r.storage()
-                .entries(1, result.len() as u64 + 1, u64::MAX)
-                .unwrap(),
-            result
-        );
+        assert_eq!(r.storage().entries(1, result.len() as u64 + 1, u64::MAX).unwrap(), result);
         assert_eq!(r.storage().last_index().unwrap(), result.len() as u64);
     }
 }
@@ -1151,36 +950,21 @@ fn s5_3_fast_backtracking_uses_conflict_hint() {
             terms(&[1], 3, 100),
             terms(&[1], 2, 100),
             2,
-            &[
-                "app (101,3) +1",
-                "rej 101 hint (101,2)",
-                "app (1,1) +101",
-                "ok 102",
-            ],
+            &["app (101,3) +1", "rej 101 hint (101,2)", "app (1,1) +101", "ok 102"],
         ),
         // A divergent suffix longer than the leader's log.
         (
             terms(&[1], 3, 50),
             terms(&[1], 2, 200),
             2,
-            &[
-                "app (51,3) +1",
-                "rej 51 hint (51,2)",
-                "app (1,1) +51",
-                "ok 52",
-            ],
+            &["app (51,3) +1", "rej 51 hint (51,2)", "app (1,1) +51", "ok 52"],
         ),
         // Far behind.
         (
             terms(&[1], 3, 100),
             terms(&[1], 1, 0),
             1,
-            &[
-                "app (101,3) +1",
-                "rej 101 hint (1,1)",
-                "app (1,1) +101",
-                "ok 102",
-            ],
+            &["app (101,3) +1", "rej 101 hint (1,1)", "app (1,1) +101", "ok 102"],
         ),
         // Behind and divergent: the first guess (index 2, term 1) conflicts too.
         (
@@ -1210,10 +994,7 @@ fn s5_3_fast_backtracking_uses_conflict_hint() {
 
         assert_exchange(&net, exchange);
         let expected = whole_log(net.node(1));
-        assert_eq!(
-            expected.last(),
-            Some(&empty(leader_terms.len() as u64 + 1, 4))
-        );
+        assert_eq!(expected.last(), Some(&empty(leader_terms.len() as u64 + 1, 4)));
         assert_eq!(whole_log(net.node(2)), expected, "{exchange:?}");
     }
 }
@@ -1362,52 +1143,20 @@ fn figure7_leader_repairs_each_follower_log() {
         (
             &[1, 1, 1, 4, 4, 5, 5, 6, 6],
             6,
-            &[
-                "app (10,6) +1",
-                "rej 10 hint (9,6)",
-                "app (9,6) +2",
-                "ok 11",
-            ],
+            &["app (10,6) +1", "rej 10 hint (9,6)", "app (9,6) +2", "ok 11"],
         ),
-        (
-            &[1, 1, 1, 4],
-            4,
-            &[
-                "app (10,6) +1",
-                "rej 10 hint (4,4)",
-                "app (4,4) +7",
-                "ok 11",
-            ],
-        ),
-        (
-            &[1, 1, 1, 4, 4, 5, 5, 6, 6, 6, 6],
-            6,
-            &["app (10,6) +1", "ok 11"],
-        ),
-        (
-            &[1, 1, 1, 4, 4, 5, 5, 6, 6, 6, 7, 7],
-            7,
-            &["app (10,6) +1", "ok 11"],
-        ),
+        (&[1, 1, 1, 4], 4, &["app (10,6) +1", "rej 10 hint (4,4)", "app (4,4) +7", "ok 11"]),
+        (&[1, 1, 1, 4, 4, 5, 5, 6, 6, 6, 6], 6, &["app (10,6) +1", "ok 11"]),
+        (&[1, 1, 1, 4, 4, 5, 5, 6, 6, 6, 7, 7], 7, &["app (10,6) +1", "ok 11"]),
         (
             &[1, 1, 1, 4, 4, 4, 4],
             4,
-            &[
-                "app (10,6) +1",
-                "rej 10 hint (7,4)",
-                "app (5,4) +6",
-                "ok 11",
-            ],
+            &["app (10,6) +1", "rej 10 hint (7,4)", "app (5,4) +6", "ok 11"],
         ),
         (
             &[1, 1, 1, 2, 2, 2, 3, 3, 3, 3, 3],
             3,
-            &[
-                "app (10,6) +1",
-                "rej 10 hint (10,3)",
-                "app (3,1) +8",
-                "ok 11",
-            ],
+            &["app (10,6) +1", "rej 10 hint (10,3)", "app (3,1) +8", "ok 11"],
         ),
     ];
     for ((follower, follower_term, exchange), name) in followers.into_iter().zip('a'..) {
@@ -1429,11 +1178,7 @@ fn figure7_leader_repairs_each_follower_log() {
         assert_eq!(whole_log(net.node(2)), expected, "({name}) follower");
         let durable = net.node(2).storage().entries(1, 12, u64::MAX).unwrap();
         assert_eq!(durable, expected, "({name}) durable");
-        assert_eq!(
-            net.node(2).storage().last_index().unwrap(),
-            11,
-            "({name}) suffix removed"
-        );
+        assert_eq!(net.node(2).storage().last_index().unwrap(), 11, "({name}) suffix removed");
         // The next heartbeat tells every follower that index 11 is committed.
         net.tick_all(1);
         for id in 1..=3 {
@@ -1453,20 +1198,14 @@ fn figure7_leader_repairs_each_follower_log() {
 fn s6_4_read_index_waits_for_commit_in_term() {
     // Indices 1–2 of term 1 are on this node's log, only 1 known committed.
     let log = log_of_terms(&[1, 1]);
-    let mut r = node_with(
-        Config::new(1),
-        storage_with(&[1, 2, 3], &log, hs(1, None, 1)),
-    );
+    let mut r = node_with(Config::new(1), storage_with(&[1, 2, 3], &log, hs(1, None, 1)));
     elect(&mut r);
     drain(&mut r);
     assert_eq!((r.term(), r.status().commit_index), (2, 1));
 
     r.read_index(b(b"r")).unwrap();
 
-    assert!(
-        !r.has_ready(),
-        "no heartbeat round, no read state before a commit in term 2"
-    );
+    assert!(!r.has_ready(), "no heartbeat round, no read state before a commit in term 2");
 
     // Node 3 holds everything: the empty entry of term 2 (index 3) commits.
     r.step(m(3, 1, 2, app_ok(3))).unwrap();
@@ -1491,14 +1230,7 @@ fn s6_4_read_index_waits_for_commit_in_term() {
     r.step(m(3, 1, 2, hb_resp(1))).unwrap();
 
     let rd = next(&mut r);
-    assert_eq!(
-        rd,
-        Ready {
-            number: rd.number,
-            read_states: vec![rs(b"r", 3)],
-            ..Ready::default()
-        }
-    );
+    assert_eq!(rd, Ready { number: rd.number, read_states: vec![rs(b"r", 3)], ..Ready::default() });
 }
 
 /// "The leader [...] sends heartbeats to the other servers; once a majority has acknowledged the
@@ -1550,14 +1282,7 @@ fn s6_4_read_index_confirmed_by_quorum_heartbeat() {
     r.step(m(3, 1, 1, hb_resp(2))).unwrap();
 
     let rd = next(&mut r);
-    assert_eq!(
-        rd,
-        Ready {
-            number: rd.number,
-            read_states: vec![rs(b"c", 1)],
-            ..Ready::default()
-        }
-    );
+    assert_eq!(rd, Ready { number: rd.number, read_states: vec![rs(b"c", 1)], ..Ready::default() });
 }
 
 /// A follower forwards a read to its leader, which confirms it with a heartbeat round and answers
@@ -1585,25 +1310,14 @@ fn follower_read_index_forwarded() {
     let mut l = established(Config::new(1), &[1, 2, 3]);
     l.step(rd.messages[0].clone()).unwrap();
     let rd = next(&mut l);
-    assert_eq!(
-        rd.messages,
-        vec![m(1, 2, 1, hb(1, 1)), m(1, 3, 1, hb(1, 1))]
-    );
+    assert_eq!(rd.messages, vec![m(1, 2, 1, hb(1, 1)), m(1, 3, 1, hb(1, 1))]);
     l.step(m(3, 1, 1, hb_resp(1))).unwrap();
     let rd = next(&mut l);
     assert_eq!(
         rd,
         Ready {
             number: rd.number,
-            messages: vec![m(
-                1,
-                2,
-                1,
-                MessageBody::ReadIndexResponse {
-                    ctx: b(b"f"),
-                    index: 1
-                }
-            )],
+            messages: vec![m(1, 2, 1, MessageBody::ReadIndexResponse { ctx: b(b"f"), index: 1 })],
             ..Ready::default()
         }
     );
@@ -1611,14 +1325,7 @@ fn follower_read_index_forwarded() {
     f.step(rd.messages[0].clone()).unwrap();
 
     let rd = next(&mut f);
-    assert_eq!(
-        rd,
-        Ready {
-            number: rd.number,
-            read_states: vec![rs(b"f", 1)],
-            ..Ready::default()
-        }
-    );
+    assert_eq!(rd, Ready { number: rd.number, read_states: vec![rs(b"f", 1)], ..Ready::default() });
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -1629,10 +1336,7 @@ fn follower_read_index_forwarded() {
 #[test]
 fn prevote_does_not_bump_terms() {
     let log = log_of_terms(&[1]);
-    let mut r = node_with(
-        Config::new(1),
-        storage_with(&[1, 2, 3], &log, hs(1, None, 0)),
-    );
+    let mut r = node_with(Config::new(1), storage_with(&[1, 2, 3], &log, hs(1, None, 0)));
 
     r.campaign();
 
@@ -1658,11 +1362,7 @@ fn prevote_does_not_bump_terms() {
         r.tick();
         for rd in drain(&mut r) {
             assert_eq!(rd.hard_state, None);
-            assert!(
-                rd.messages
-                    .iter()
-                    .all(|msg| msg.body == prevote(1, 1) && msg.term == 2)
-            );
+            assert!(rd.messages.iter().all(|msg| msg.body == prevote(1, 1) && msg.term == 2));
             campaigns += 1;
         }
     }
@@ -1670,10 +1370,7 @@ fn prevote_does_not_bump_terms() {
     assert_eq!((r.term(), r.status().vote), (1, None));
 
     // The voter's side: granting a pre-vote changes nothing durable.
-    let mut v = node_with(
-        Config::new(2),
-        storage_with(&[1, 2, 3], &log, hs(1, Some(3), 0)),
-    );
+    let mut v = node_with(Config::new(2), storage_with(&[1, 2, 3], &log, hs(1, Some(3), 0)));
     v.step(m(1, 2, 2, prevote(1, 1))).unwrap();
     let rd = v.ready();
     assert_eq!(
@@ -1704,14 +1401,8 @@ fn check_quorum_leader_steps_down_without_quorum() {
     r.tick();
 
     let st = r.status();
-    assert_eq!(
-        (st.role, st.term, st.vote, st.leader_id),
-        (Role::Follower, 1, Some(1), None)
-    );
-    assert!(
-        !r.has_ready(),
-        "stepping down sends nothing and changes nothing durable"
-    );
+    assert_eq!((st.role, st.term, st.vote, st.leader_id), (Role::Follower, 1, Some(1), None));
+    assert!(!r.has_ready(), "stepping down sends nothing and changes nothing durable");
 
     // Node 2 answers once in every period: 2 of 3 is a quorum, the leader stays.
     let mut r = established(Config::new(1), &[1, 2, 3]);
@@ -1766,10 +1457,7 @@ fn leader_lease_refuses_disruptive_vote() {
     r.step(m(3, 1, 2, prevote(0, 0))).unwrap();
 
     let st = r.status();
-    assert_eq!(
-        (st.role, st.term, st.vote, st.leader_id),
-        (Role::Follower, 1, None, Some(2))
-    );
+    assert_eq!((st.role, st.term, st.vote, st.leader_id), (Role::Follower, 1, None, Some(2)));
     assert!(!r.has_ready(), "ignored: no answer, no term change");
 
     // A forced vote (leadership transfer) ignores the lease.
@@ -1781,12 +1469,7 @@ fn leader_lease_refuses_disruptive_vote() {
             3,
             1,
             2,
-            MessageBody::Vote {
-                pre_vote: false,
-                last_log_index: 0,
-                last_log_term: 0,
-                force: true,
-            },
+            MessageBody::Vote { pre_vote: false, last_log_index: 0, last_log_term: 0, force: true },
         ))
         .unwrap();
     let rd = forced.ready();
@@ -1867,10 +1550,7 @@ fn lease_read_served_without_round_when_lease_valid() {
     assert_eq!(r.config().lease_ticks(), 8); // 10 * 100 / 110 - 1
     r.tick(); // Round 1 is sent at tick 1.
     let rd = next(&mut r);
-    assert_eq!(
-        rd.messages,
-        vec![m(1, 2, 1, hb(1, 1)), m(1, 3, 1, hb(1, 1))]
-    );
+    assert_eq!(rd.messages, vec![m(1, 2, 1, hb(1, 1)), m(1, 3, 1, hb(1, 1))]);
     r.step(m(2, 1, 1, hb_resp(1))).unwrap();
     assert!(!r.has_ready());
 
@@ -1879,11 +1559,7 @@ fn lease_read_served_without_round_when_lease_valid() {
     let rd = next(&mut r);
     assert_eq!(
         rd,
-        Ready {
-            number: rd.number,
-            read_states: vec![rs(b"l1", 1)],
-            ..Ready::default()
-        }
+        Ready { number: rd.number, read_states: vec![rs(b"l1", 1)], ..Ready::default() }
     );
 
     // Still valid at tick 8 (< 1 + 8), with unanswered rounds 2..=8 in between.
@@ -1895,11 +1571,7 @@ fn lease_read_served_without_round_when_lease_valid() {
     let rd = next(&mut r);
     assert_eq!(
         rd,
-        Ready {
-            number: rd.number,
-            read_states: vec![rs(b"l2", 1)],
-            ..Ready::default()
-        }
+        Ready { number: rd.number, read_states: vec![rs(b"l2", 1)], ..Ready::default() }
     );
 }
 
@@ -1934,25 +1606,11 @@ fn lease_read_falls_back_after_lease_expiry() {
     r.step(m(3, 1, 1, hb_resp(10))).unwrap();
 
     let rd = next(&mut r);
-    assert_eq!(
-        rd,
-        Ready {
-            number: rd.number,
-            read_states: vec![rs(b"x", 1)],
-            ..Ready::default()
-        }
-    );
+    assert_eq!(rd, Ready { number: rd.number, read_states: vec![rs(b"x", 1)], ..Ready::default() });
     // Round 10 (sent at tick 9) renewed the lease.
     r.read_index(b(b"y")).unwrap();
     let rd = next(&mut r);
-    assert_eq!(
-        rd,
-        Ready {
-            number: rd.number,
-            read_states: vec![rs(b"y", 1)],
-            ..Ready::default()
-        }
-    );
+    assert_eq!(rd, Ready { number: rd.number, read_states: vec![rs(b"y", 1)], ..Ready::default() });
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -1972,14 +1630,7 @@ fn proposal_forwarded_to_leader() {
         rd,
         Ready {
             number: rd.number,
-            messages: vec![m(
-                2,
-                1,
-                0,
-                MessageBody::Propose {
-                    data: vec![b(b"p")]
-                }
-            )],
+            messages: vec![m(2, 1, 0, MessageBody::Propose { data: vec![b(b"p")] })],
             ..Ready::default()
         }
     );
@@ -2014,11 +1665,7 @@ fn proposal_without_leader_is_no_leader_error() {
     let mut c = node(1, &[1, 2, 3]);
     to_candidate(&mut c);
     drain(&mut c);
-    assert_eq!(
-        c.propose_batch(vec![b(b"p"), b(b"q")]),
-        Err(Error::NoLeader),
-        "candidate"
-    );
+    assert_eq!(c.propose_batch(vec![b(b"p"), b(b"q")]), Err(Error::NoLeader), "candidate");
     assert!(!c.has_ready());
     assert_eq!(c.status().last_index, 0);
 }
@@ -2032,12 +1679,7 @@ fn forwarding_disabled_gives_not_leader_with_hint() {
     f.step(m(3, 2, 1, hb(0, 1))).unwrap();
     drain(&mut f);
 
-    assert_eq!(
-        f.propose(b(b"p")),
-        Err(Error::NotLeader {
-            leader_hint: Some(3)
-        })
-    );
+    assert_eq!(f.propose(b(b"p")), Err(Error::NotLeader { leader_hint: Some(3) }));
 
     assert!(!f.has_ready());
     assert_eq!(f.status().last_index, 0);
@@ -2075,10 +1717,7 @@ fn uncommitted_limit_refuses_proposals() {
 
     let rd = next(&mut r);
     assert_eq!(
-        rd.entries
-            .iter()
-            .map(|e| (e.index, e.data.len()))
-            .collect::<Vec<_>>(),
+        rd.entries.iter().map(|e| (e.index, e.data.len())).collect::<Vec<_>>(),
         vec![(2, 50), (3, 2)]
     );
 
@@ -2105,17 +1744,11 @@ fn proposal_too_large() {
 
     assert_eq!(
         r.propose(Bytes::from(vec![0; 11])),
-        Err(Error::ProposalTooLarge {
-            bytes: 11,
-            limit: 10
-        })
+        Err(Error::ProposalTooLarge { bytes: 11, limit: 10 })
     );
     assert_eq!(
         r.propose_batch(vec![b(b"ok"), Bytes::from(vec![0; 11])]),
-        Err(Error::ProposalTooLarge {
-            bytes: 11,
-            limit: 10
-        }),
+        Err(Error::ProposalTooLarge { bytes: 11, limit: 10 }),
         "all or none"
     );
     assert!(!r.has_ready());
@@ -2130,10 +1763,7 @@ fn proposal_too_large() {
     drain(&mut f);
     assert_eq!(
         f.propose(Bytes::from(vec![0; 11])),
-        Err(Error::ProposalTooLarge {
-            bytes: 11,
-            limit: 10
-        })
+        Err(Error::ProposalTooLarge { bytes: 11, limit: 10 })
     );
     assert!(!f.has_ready());
 }
@@ -2174,12 +1804,7 @@ fn inflight_window_bounds_messages_and_bytes() {
                 1,
                 2,
                 1,
-                app(
-                    3,
-                    1,
-                    vec![data(4, 1, b"4"), data(5, 1, b"5"), data(6, 1, b"6")],
-                    2
-                )
+                app(3, 1, vec![data(4, 1, b"4"), data(5, 1, b"5"), data(6, 1, b"6")], 2)
             )],
             hard_state: Some(hs(1, Some(1), 2)),
             committed_entries: vec![data(2, 1, b"2")],
@@ -2193,12 +1818,7 @@ fn inflight_window_bounds_messages_and_bytes() {
     cfg.max_append_bytes = 100;
     let mut r = established(cfg, &[1, 2]);
     let payload = Bytes::from(vec![b'x'; 100 - ENTRY_OVERHEAD_BYTES as usize]);
-    let x = |index| Entry {
-        term: 1,
-        index,
-        kind: EntryKind::Normal,
-        data: payload.clone(),
-    };
+    let x = |index| Entry { term: 1, index, kind: EntryKind::Normal, data: payload.clone() };
     r.propose_batch(vec![payload.clone(); 6]).unwrap();
     let rd = next(&mut r);
     assert_eq!(rd.messages, vec![m(1, 2, 1, app(1, 1, vec![x(2)], 1))]);
@@ -2228,11 +1848,7 @@ fn inflight_window_bounds_messages_and_bytes() {
     for _ in 0..4 {
         r.propose(b(b"p")).unwrap();
         let rd = next(&mut r);
-        assert!(
-            rd.messages.is_empty(),
-            "probes to 2 and 3 are unanswered: {:?}",
-            rd.messages
-        );
+        assert!(rd.messages.is_empty(), "probes to 2 and 3 are unanswered: {:?}", rd.messages);
     }
 }
 
@@ -2246,21 +1862,12 @@ fn read_queue_is_bounded() {
     // Waiting for the first commit of the term counts too.
     r.read_index(b(b"a")).unwrap();
     r.read_index(b(b"b")).unwrap();
-    assert_eq!(
-        r.read_index(b(b"c")),
-        Err(Error::ReadQueueFull { limit: 2 })
-    );
+    assert_eq!(r.read_index(b(b"c")), Err(Error::ReadQueueFull { limit: 2 }));
 
     r.step(m(2, 1, 1, app_ok(1))).unwrap();
     let rd = next(&mut r);
-    assert_eq!(
-        rd.messages[..2],
-        [m(1, 2, 1, hb(1, 1)), m(1, 3, 1, hb(0, 1))]
-    );
-    assert_eq!(
-        r.read_index(b(b"c")),
-        Err(Error::ReadQueueFull { limit: 2 })
-    );
+    assert_eq!(rd.messages[..2], [m(1, 2, 1, hb(1, 1)), m(1, 3, 1, hb(0, 1))]);
+    assert_eq!(r.read_index(b(b"c")), Err(Error::ReadQueueFull { limit: 2 }));
     r.step(m(2, 1, 1, hb_resp(1))).unwrap();
     assert_eq!(next(&mut r).read_states, vec![rs(b"a", 1), rs(b"b", 1)]);
 
@@ -2274,8 +1881,7 @@ fn committed_entries_bounded_by_max_apply_bytes() {
     let mut cfg = Config::new(1);
     cfg.max_apply_bytes = 2 * (ENTRY_OVERHEAD_BYTES + 1);
     let mut r = established(cfg, &[1, 2, 3]);
-    r.propose_batch([b"2", b"3", b"4", b"5", b"6"].map(|d| b(d)).to_vec())
-        .unwrap();
+    r.propose_batch([b"2", b"3", b"4", b"5", b"6"].map(|d| b(d)).to_vec()).unwrap();
     drain(&mut r);
 
     r.step(m(2, 1, 1, app_ok(6))).unwrap();
@@ -2294,13 +1900,7 @@ fn committed_entries_bounded_by_max_apply_bytes() {
 fn append_response_sent_only_after_persistence() {
     let mut r = node(2, &[1, 2, 3]);
 
-    r.step(m(
-        1,
-        2,
-        1,
-        app(0, 0, vec![empty(1, 1), data(2, 1, b"a")], 0),
-    ))
-    .unwrap();
+    r.step(m(1, 2, 1, app(0, 0, vec![empty(1, 1), data(2, 1, b"a")], 0))).unwrap();
 
     let rd = r.ready();
     assert_eq!(
@@ -2315,8 +1915,7 @@ fn append_response_sent_only_after_persistence() {
     );
 
     // A second append before the first batch is durable: its own batch, its own answer.
-    r.step(m(1, 2, 1, app(2, 1, vec![data(3, 1, b"b")], 2)))
-        .unwrap();
+    r.step(m(1, 2, 1, app(2, 1, vec![data(3, 1, b"b")], 2))).unwrap();
     let rd2 = r.ready();
     assert_eq!(
         rd2,
@@ -2375,30 +1974,20 @@ fn leader_sends_appends_before_own_fsync() {
         rd2,
         Ready {
             number: rd2.number,
-            messages: vec![
-                m(1, 2, 1, app(2, 1, vec![], 2)),
-                m(1, 3, 1, app(2, 1, vec![], 2))
-            ],
+            messages: vec![m(1, 2, 1, app(2, 1, vec![], 2)), m(1, 3, 1, app(2, 1, vec![], 2))],
             hard_state: Some(hs(1, Some(1), 2)),
             ..Ready::default()
         }
     );
 
-    assert!(
-        !r.has_ready(),
-        "index 2 is committed but not durable here yet"
-    );
+    assert!(!r.has_ready(), "index 2 is committed but not durable here yet");
 
     persist(&mut r, &rd);
 
     let rd3 = r.ready();
     assert_eq!(
         rd3,
-        Ready {
-            number: rd3.number,
-            committed_entries: vec![data(2, 1, b"x")],
-            ..Ready::default()
-        }
+        Ready { number: rd3.number, committed_entries: vec![data(2, 1, b"x")], ..Ready::default() }
     );
     persist(&mut r, &rd2);
     persist(&mut r, &rd3);
@@ -2426,31 +2015,16 @@ fn restart_from_persisted_state_is_exact() {
 
     let after = restarted.status();
     assert_eq!(
-        (
-            before.term,
-            before.vote,
-            before.commit_index,
-            before.applied_index
-        ),
+        (before.term, before.vote, before.commit_index, before.applied_index),
         (1, Some(1), 3, 3)
     );
     assert_eq!(
-        (
-            after.term,
-            after.vote,
-            after.commit_index,
-            after.applied_index
-        ),
+        (after.term, after.vote, after.commit_index, after.applied_index),
         (1, Some(1), 3, 3)
     );
     assert_eq!((after.last_index, after.persisted_index), (4, 4));
     assert_eq!((after.role, after.leader_id), (Role::Follower, None));
-    let expected = vec![
-        empty(1, 1),
-        data(2, 1, b"a"),
-        data(3, 1, b"b"),
-        data(4, 1, b"c"),
-    ];
+    let expected = vec![empty(1, 1), data(2, 1, b"a"), data(3, 1, b"b"), data(4, 1, b"c")];
     assert_eq!(whole_log(&restarted), expected);
     assert_eq!(storage.hard_state(), hs(1, Some(1), 3));
     assert!(!restarted.has_ready(), "nothing to persist, send or apply");
@@ -2460,11 +2034,7 @@ fn restart_from_persisted_state_is_exact() {
     let rd = fresh.ready();
     assert_eq!(
         rd,
-        Ready {
-            number: rd.number,
-            committed_entries: expected[..3].to_vec(),
-            ..Ready::default()
-        }
+        Ready { number: rd.number, committed_entries: expected[..3].to_vec(), ..Ready::default() }
     );
 }
 
@@ -2474,10 +2044,7 @@ fn restart_from_persisted_state_is_exact() {
 fn invalid_messages_are_errors_not_panics() {
     let log = log_of_terms(&[1, 1]);
     let fresh = || {
-        let mut r = node_with(
-            Config::new(1),
-            storage_with(&[1, 2, 3], &log, hs(1, None, 1)),
-        );
+        let mut r = node_with(Config::new(1), storage_with(&[1, 2, 3], &log, hs(1, None, 1)));
         r.step(m(2, 1, 1, hb(1, 1))).unwrap();
         drain(&mut r);
         r
@@ -2494,30 +2061,12 @@ fn invalid_messages_are_errors_not_panics() {
         ("huge heartbeat commit", m(2, 1, 1, hb(big, 2))),
         ("huge vote index", m(3, 1, 2, vote(big, 1))),
         ("gap after prev", m(2, 1, 1, app(2, 1, vec![e(4, 1)], 2))),
-        (
-            "gap between entries",
-            m(2, 1, 1, app(2, 1, vec![e(3, 1), e(5, 1)], 2)),
-        ),
-        (
-            "entries out of order",
-            m(2, 1, 1, app(2, 1, vec![e(4, 1), e(3, 1)], 2)),
-        ),
-        (
-            "entry from a later term",
-            m(2, 1, 1, app(2, 1, vec![e(3, 2)], 2)),
-        ),
-        (
-            "entry terms decrease",
-            m(2, 1, 3, app(2, 1, vec![e(3, 3), e(4, 2)], 2)),
-        ),
-        (
-            "entry before prev term",
-            m(2, 1, 3, app(2, 2, vec![e(3, 1)], 2)),
-        ),
-        (
-            "prev term beyond the message term",
-            m(2, 1, 1, app(2, 2, vec![], 2)),
-        ),
+        ("gap between entries", m(2, 1, 1, app(2, 1, vec![e(3, 1), e(5, 1)], 2))),
+        ("entries out of order", m(2, 1, 1, app(2, 1, vec![e(4, 1), e(3, 1)], 2))),
+        ("entry from a later term", m(2, 1, 1, app(2, 1, vec![e(3, 2)], 2))),
+        ("entry terms decrease", m(2, 1, 3, app(2, 1, vec![e(3, 3), e(4, 2)], 2))),
+        ("entry before prev term", m(2, 1, 3, app(2, 2, vec![e(3, 1)], 2))),
+        ("prev term beyond the message term", m(2, 1, 1, app(2, 2, vec![], 2))),
     ];
     for (name, msg) in cases {
         let mut r = fresh();
@@ -2548,15 +2097,10 @@ fn append_ack_beyond_leader_log_is_invalid() {
 
     // Entries 2 and 3 are only on the leader: they must not commit.
     r.propose_batch(vec![b(b"a"), b(b"b")]).unwrap();
-    let committed: Vec<Entry> = drain(&mut r)
-        .into_iter()
-        .flat_map(|rd| rd.committed_entries)
-        .collect();
+    let committed: Vec<Entry> =
+        drain(&mut r).into_iter().flat_map(|rd| rd.committed_entries).collect();
     assert_eq!(committed, vec![], "committed without a quorum");
-    assert!(
-        matches!(res, Err(Error::InvalidMessage { from: 2, .. })),
-        "{res:?}"
-    );
+    assert!(matches!(res, Err(Error::InvalidMessage { from: 2, .. })), "{res:?}");
     assert_eq!((before.commit_index, r.status().commit_index), (1, 1));
 }
 
@@ -2567,10 +2111,7 @@ fn heartbeat_ack_of_unsent_round_is_invalid() {
     let mut r = established(Config::new(1), &[1, 2, 3]);
     r.read_index(b(b"r")).unwrap();
     let rd = next(&mut r);
-    assert_eq!(
-        rd.messages,
-        vec![m(1, 2, 1, hb(1, 1)), m(1, 3, 1, hb(1, 1))]
-    );
+    assert_eq!(rd.messages, vec![m(1, 2, 1, hb(1, 1)), m(1, 3, 1, hb(1, 1))]);
     // Node 2 acknowledges round 1: with the leader, a quorum. The read is confirmed.
     r.step(m(2, 1, 1, hb_resp(1))).unwrap();
     assert_eq!(next(&mut r).read_states, vec![rs(b"r", 1)]);
@@ -2579,27 +2120,14 @@ fn heartbeat_ack_of_unsent_round_is_invalid() {
     r.read_index(b(b"s")).unwrap();
     let res = r.step(m(3, 1, 1, hb_resp(1000)));
     let rd = next(&mut r);
-    assert_eq!(
-        rd.messages,
-        vec![m(1, 2, 1, hb(1, 2)), m(1, 3, 1, hb(1, 2))]
-    );
+    assert_eq!(rd.messages, vec![m(1, 2, 1, hb(1, 2)), m(1, 3, 1, hb(1, 2))]);
 
     // A late duplicate of node 2's answer to round 1 arrives: still nobody received round 2.
     r.step(m(2, 1, 1, hb_resp(1))).unwrap();
 
-    let reads: Vec<ReadState> = drain(&mut r)
-        .into_iter()
-        .flat_map(|rd| rd.read_states)
-        .collect();
-    assert_eq!(
-        reads,
-        vec![],
-        "read confirmed by a round no follower received"
-    );
-    assert!(
-        matches!(res, Err(Error::InvalidMessage { from: 3, .. })),
-        "{res:?}"
-    );
+    let reads: Vec<ReadState> = drain(&mut r).into_iter().flat_map(|rd| rd.read_states).collect();
+    assert_eq!(reads, vec![], "read confirmed by a round no follower received");
+    assert!(matches!(res, Err(Error::InvalidMessage { from: 3, .. })), "{res:?}");
 }
 
 /// After a follower that was paused (its probe in flight) acknowledges, the leader tells it the
@@ -2632,10 +2160,7 @@ fn leader_sends_commit_to_follower_caught_up_after_commit() {
 fn driver_api_misuse_is_an_error() {
     let mut r = elected(Config::new(1), &[1, 2, 3]);
     assert_eq!(r.on_persisted(99), Err(Error::UnknownReady { number: 99 }));
-    assert!(matches!(
-        r.on_applied(5),
-        Err(Error::AppliedBeyondCommitted { applied: 5, .. })
-    ));
+    assert!(matches!(r.on_applied(5), Err(Error::AppliedBeyondCommitted { applied: 5, .. })));
     let mut cfg = Config::new(1);
     cfg.max_inflight_msgs = 0;
     assert!(matches!(

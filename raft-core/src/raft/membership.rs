@@ -10,7 +10,8 @@ use crate::quorum::JointConfig;
 use crate::storage::Storage;
 use crate::transport::SnapshotStatus;
 use crate::types::{
-    ConfChange, ConfState, Entry, EntryKind, Index, MessageBody, NodeId, Role, Snapshot, SnapshotMeta,
+    ConfChange, ConfState, Entry, EntryKind, Index, MessageBody, NodeId, Role, Snapshot,
+    SnapshotMeta,
 };
 
 impl<S: Storage> Raft<S> {
@@ -39,7 +40,8 @@ impl<S: Storage> Raft<S> {
             // A leader must commit an entry of its term before changing membership, or a change
             // from an earlier term could still be overridden (the single-server change bug).
             return Err(Error::ConfChangeRefused {
-                reason: "the leader has not committed an entry of its term yet; retry shortly".into(),
+                reason: "the leader has not committed an entry of its term yet; retry shortly"
+                    .into(),
             });
         }
         let next = confchange::apply(&self.conf, &cc, 0)
@@ -90,7 +92,8 @@ impl<S: Storage> Raft<S> {
         let (before, after) = (confchange::members(&self.conf), confchange::members(&next));
         self.removed.extend(before.iter().filter(|id| !after.contains(id)));
         self.removed.retain(|id| !after.contains(id));
-        self.voters = JointConfig { incoming: next.voters.clone(), outgoing: next.voters_outgoing.clone() };
+        self.voters =
+            JointConfig { incoming: next.voters.clone(), outgoing: next.voters_outgoing.clone() };
         self.conf_history.push_back(next.clone());
         self.conf_to_persist = Some(next.clone());
         self.conf = next;
@@ -158,7 +161,10 @@ impl<S: Storage> Raft<S> {
             return Ok(());
         }
         if !self.conf.voters.contains(&target) {
-            return Err(Error::InvalidTransfer { target, reason: "not a voter of the configuration" });
+            return Err(Error::InvalidTransfer {
+                target,
+                reason: "not a voter of the configuration",
+            });
         }
         self.lead_transferee = Some(target);
         self.transfer_elapsed = 0;
@@ -220,7 +226,13 @@ impl<S: Storage> Raft<S> {
             return Err(out_of_range);
         }
         let term = self.log.term(index).ok_or(out_of_range.clone())?;
-        let conf_state = self.conf_history.iter().rev().find(|c| c.index <= index).cloned().ok_or(out_of_range)?;
+        let conf_state = self
+            .conf_history
+            .iter()
+            .rev()
+            .find(|c| c.index <= index)
+            .cloned()
+            .ok_or(out_of_range)?;
         Ok(SnapshotMeta { index, term, conf_state })
     }
 
@@ -244,7 +256,10 @@ impl<S: Storage> Raft<S> {
         if index > self.log.committed && !self.log.match_term(index, term) {
             let conf = snapshot.meta.conf_state.clone();
             self.log.restore(snapshot);
-            self.voters = JointConfig { incoming: conf.voters.clone(), outgoing: conf.voters_outgoing.clone() };
+            self.voters = JointConfig {
+                incoming: conf.voters.clone(),
+                outgoing: conf.voters_outgoing.clone(),
+            };
             self.conf_history.clear();
             self.conf_history.push_back(conf.clone());
             self.conf = conf;
@@ -252,8 +267,12 @@ impl<S: Storage> Raft<S> {
             // We have the entries already: the snapshot only tells us they are committed.
             self.log.commit_to(index);
         }
-        let body = MessageBody::AppendResponse { reject: false, index: self.log.committed, hint_index: 0, hint_term: 0 };
+        let body = MessageBody::AppendResponse {
+            reject: false,
+            index: self.log.committed,
+            hint_index: 0,
+            hint_term: 0,
+        };
         self.send(from, self.term, body);
     }
 }
-

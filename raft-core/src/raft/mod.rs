@@ -7,8 +7,8 @@ use bytes::Bytes;
 
 mod membership;
 
-use crate::config::{Config, ReadMode};
 use crate::confchange;
+use crate::config::{Config, ReadMode};
 use crate::error::Error;
 use crate::log::RaftLog;
 use crate::progress::{Progress, ProgressState};
@@ -222,14 +222,24 @@ impl<S: Storage> Raft<S> {
         if applied > log.last_index() {
             return Err(Error::Storage(crate::StorageError::Corrupt {
                 what: "applied index".into(),
-                detail: format!("applied {applied} is beyond the last log index {}", log.last_index()),
+                detail: format!(
+                    "applied {applied} is beyond the last log index {}",
+                    log.last_index()
+                ),
             }));
         }
         let mut conf = init.conf_state;
-        if log.snapshot_meta().index > conf.index && log.snapshot_meta().conf_state != ConfState::default() {
+        if log.snapshot_meta().index > conf.index
+            && log.snapshot_meta().conf_state != ConfState::default()
+        {
             conf = log.snapshot_meta().conf_state.clone();
         }
-        for v in [&mut conf.voters, &mut conf.learners, &mut conf.voters_outgoing, &mut conf.learners_next] {
+        for v in [
+            &mut conf.voters,
+            &mut conf.learners,
+            &mut conf.voters_outgoing,
+            &mut conf.learners_next,
+        ] {
             v.sort_unstable();
             v.dedup();
         }
@@ -240,7 +250,10 @@ impl<S: Storage> Raft<S> {
             vote: hs.vote,
             role: Role::Follower,
             leader_id: None,
-            voters: JointConfig { incoming: conf.voters.clone(), outgoing: conf.voters_outgoing.clone() },
+            voters: JointConfig {
+                incoming: conf.voters.clone(),
+                outgoing: conf.voters_outgoing.clone(),
+            },
             conf_history: VecDeque::from([conf.clone()]),
             conf,
             pending_conf_index: 0,
@@ -403,8 +416,12 @@ impl<S: Storage> Raft<S> {
     fn quorum_recently_active(&mut self) -> bool {
         let id = self.cfg.id;
         let Some(ls) = self.leader.as_mut() else { return false };
-        let active: Vec<NodeId> =
-            ls.progress.iter().filter(|(p, pr)| **p == id || pr.recent_active).map(|(p, _)| *p).collect();
+        let active: Vec<NodeId> = ls
+            .progress
+            .iter()
+            .filter(|(p, pr)| **p == id || pr.recent_active)
+            .map(|(p, _)| *p)
+            .collect();
         for (p, pr) in ls.progress.iter_mut() {
             pr.recent_active = *p == id;
         }
@@ -434,7 +451,10 @@ impl<S: Storage> Raft<S> {
     pub fn propose_batch(&mut self, data: Vec<Bytes>) -> Result<(), Error> {
         let bytes: u64 = data.iter().map(|d| d.len() as u64).sum();
         if let Some(big) = data.iter().find(|d| d.len() as u64 > self.cfg.max_proposal_bytes) {
-            return Err(Error::ProposalTooLarge { bytes: big.len() as u64, limit: self.cfg.max_proposal_bytes });
+            return Err(Error::ProposalTooLarge {
+                bytes: big.len() as u64,
+                limit: self.cfg.max_proposal_bytes,
+            });
         }
         match self.role {
             Role::Leader if self.lead_transferee.is_some() => {
@@ -600,7 +620,9 @@ impl<S: Storage> Raft<S> {
             return bad("term out of range");
         }
         let index_field = match &m.body {
-            MessageBody::Append { prev_log_index, leader_commit, .. } => (*prev_log_index).max(*leader_commit),
+            MessageBody::Append { prev_log_index, leader_commit, .. } => {
+                (*prev_log_index).max(*leader_commit)
+            }
             MessageBody::AppendResponse { index, hint_index, .. } => (*index).max(*hint_index),
             MessageBody::Vote { last_log_index, .. } => *last_log_index,
             MessageBody::Heartbeat { commit, .. } => *commit,
@@ -660,7 +682,9 @@ impl<S: Storage> Raft<S> {
             }
             // A granted pre-vote carries the term the candidate will use, not a newer term.
             MessageBody::VoteResponse { pre_vote: true, granted: true } => true,
-            MessageBody::Append { .. } | MessageBody::Heartbeat { .. } | MessageBody::InstallSnapshot { .. } => {
+            MessageBody::Append { .. }
+            | MessageBody::Heartbeat { .. }
+            | MessageBody::InstallSnapshot { .. } => {
                 self.become_follower(m.term, Some(m.from));
                 true
             }
@@ -682,7 +706,9 @@ impl<S: Storage> Raft<S> {
 
     fn answer_stale_term(&mut self, m: &Message) {
         match m.body {
-            MessageBody::Append { .. } | MessageBody::Heartbeat { .. } | MessageBody::InstallSnapshot { .. }
+            MessageBody::Append { .. }
+            | MessageBody::Heartbeat { .. }
+            | MessageBody::InstallSnapshot { .. }
                 if self.cfg.check_quorum || self.cfg.pre_vote =>
             {
                 // Tell a stale leader our term so it steps down; without this a node partitioned
@@ -690,17 +716,32 @@ impl<S: Storage> Raft<S> {
                 self.send(
                     m.from,
                     self.term,
-                    MessageBody::AppendResponse { reject: true, index: 0, hint_index: 0, hint_term: 0 },
+                    MessageBody::AppendResponse {
+                        reject: true,
+                        index: 0,
+                        hint_index: 0,
+                        hint_term: 0,
+                    },
                 );
             }
             MessageBody::Vote { pre_vote: true, .. } => {
-                self.send(m.from, self.term, MessageBody::VoteResponse { pre_vote: true, granted: false });
+                self.send(
+                    m.from,
+                    self.term,
+                    MessageBody::VoteResponse { pre_vote: true, granted: false },
+                );
             }
             _ => {}
         }
     }
 
-    fn handle_vote_request(&mut self, m: &Message, pre_vote: bool, last_index: Index, last_term: Term) {
+    fn handle_vote_request(
+        &mut self,
+        m: &Message,
+        pre_vote: bool,
+        last_index: Index,
+        last_term: Term,
+    ) {
         let can_vote = self.vote == Some(m.from)
             || (self.vote.is_none() && self.leader_id.is_none())
             || (pre_vote && m.term > self.term);
@@ -750,7 +791,9 @@ impl<S: Storage> Raft<S> {
 
     fn step_candidate(&mut self, m: Message) -> Result<(), Error> {
         match m.body {
-            MessageBody::Append { .. } | MessageBody::Heartbeat { .. } | MessageBody::InstallSnapshot { .. } => {
+            MessageBody::Append { .. }
+            | MessageBody::Heartbeat { .. }
+            | MessageBody::InstallSnapshot { .. } => {
                 // A leader exists in our term (§5.2): follow it.
                 self.become_follower(m.term, Some(m.from));
                 self.step_follower(m)
@@ -785,19 +828,34 @@ impl<S: Storage> Raft<S> {
         leader_commit: Index,
     ) -> Result<(), Error> {
         if prev_index < self.log.committed {
-            let body = MessageBody::AppendResponse { reject: false, index: self.log.committed, hint_index: 0, hint_term: 0 };
+            let body = MessageBody::AppendResponse {
+                reject: false,
+                index: self.log.committed,
+                hint_index: 0,
+                hint_term: 0,
+            };
             self.send(from, self.term, body);
             return Ok(());
         }
         match self.log.maybe_append(prev_index, prev_term, leader_commit, entries) {
             Ok(Some(last_new)) => {
-                let body = MessageBody::AppendResponse { reject: false, index: last_new, hint_index: 0, hint_term: 0 };
+                let body = MessageBody::AppendResponse {
+                    reject: false,
+                    index: last_new,
+                    hint_index: 0,
+                    hint_term: 0,
+                };
                 self.send(from, self.term, body);
                 Ok(())
             }
             Ok(None) => {
                 let (hint_index, hint_term) = self.log.find_conflict_by_term(prev_index, prev_term);
-                let body = MessageBody::AppendResponse { reject: true, index: prev_index, hint_index, hint_term };
+                let body = MessageBody::AppendResponse {
+                    reject: true,
+                    index: prev_index,
+                    hint_index,
+                    hint_term,
+                };
                 self.send(from, self.term, body);
                 Ok(())
             }
@@ -811,14 +869,20 @@ impl<S: Storage> Raft<S> {
             MessageBody::AppendResponse { reject, index, hint_index, hint_term } => {
                 if index > self.log.last_index() {
                     // Acknowledging entries we never sent would commit them without a quorum.
-                    return Err(Error::InvalidMessage { from, reason: "append answer beyond the leader's log" });
+                    return Err(Error::InvalidMessage {
+                        from,
+                        reason: "append answer beyond the leader's log",
+                    });
                 }
                 self.handle_append_response(from, reject, index, hint_index, hint_term);
             }
             MessageBody::HeartbeatResponse { round } => {
                 if self.leader.as_ref().is_some_and(|ls| round > ls.round) {
                     // Acknowledging a round not sent yet would confirm reads without a quorum.
-                    return Err(Error::InvalidMessage { from, reason: "heartbeat answer for a round not sent" });
+                    return Err(Error::InvalidMessage {
+                        from,
+                        reason: "heartbeat answer for a round not sent",
+                    });
                 }
                 self.handle_heartbeat_response(from, round)
             }
@@ -837,7 +901,14 @@ impl<S: Storage> Raft<S> {
         Ok(())
     }
 
-    fn handle_append_response(&mut self, from: NodeId, reject: bool, index: Index, hint_index: Index, hint_term: Term) {
+    fn handle_append_response(
+        &mut self,
+        from: NodeId,
+        reject: bool,
+        index: Index,
+        hint_index: Index,
+        hint_term: Term,
+    ) {
         let probe_hint = if reject && hint_term > 0 {
             self.log.find_conflict_by_term(hint_index, hint_term).0
         } else {
@@ -908,7 +979,9 @@ impl<S: Storage> Raft<S> {
     fn send_append(&mut self, to: NodeId, allow_empty: bool) -> bool {
         let (max_bytes, max_count) = (self.cfg.max_append_bytes, self.cfg.max_append_entries);
         let last = self.log.last_index();
-        let Some(pr) = self.leader.as_ref().and_then(|ls| ls.progress.get(&to)) else { return false };
+        let Some(pr) = self.leader.as_ref().and_then(|ls| ls.progress.get(&to)) else {
+            return false;
+        };
         if pr.is_paused() {
             return false;
         }
@@ -945,7 +1018,9 @@ impl<S: Storage> Raft<S> {
 
     fn peers(&self) -> Vec<NodeId> {
         let id = self.cfg.id;
-        self.leader.as_ref().map_or_else(Vec::new, |ls| ls.progress.keys().copied().filter(|&p| p != id).collect())
+        self.leader
+            .as_ref()
+            .map_or_else(Vec::new, |ls| ls.progress.keys().copied().filter(|&p| p != id).collect())
     }
 
     fn broadcast_heartbeat(&mut self) {
@@ -1076,7 +1151,12 @@ impl<S: Storage> Raft<S> {
         let (last_log_index, last_log_term) = (self.log.last_index(), self.log.last_term());
         self.votes.insert(id, true);
         for v in self.voters.ids().into_iter().filter(|&v| v != id) {
-            let body = MessageBody::Vote { pre_vote, last_log_index, last_log_term, force: self.campaign_forced };
+            let body = MessageBody::Vote {
+                pre_vote,
+                last_log_index,
+                last_log_term,
+                force: self.campaign_forced,
+            };
             self.send(v, term, body);
         }
         self.tally_votes();
@@ -1087,7 +1167,8 @@ impl<S: Storage> Raft<S> {
         let next = self.log.last_index() + 1;
         let mut progress = BTreeMap::new();
         for p in confchange::members(&self.conf) {
-            let mut pr = Progress::new(next, self.cfg.max_inflight_msgs, self.cfg.max_inflight_bytes);
+            let mut pr =
+                Progress::new(next, self.cfg.max_inflight_msgs, self.cfg.max_inflight_bytes);
             if p == id {
                 pr.match_index = self.log.persisted();
                 pr.become_replicate();
@@ -1116,7 +1197,8 @@ impl<S: Storage> Raft<S> {
         });
         self.reset_election_timer();
         // The empty entry of the new term lets the leader commit what earlier terms left (§5.4.2).
-        let empty = Entry { term: self.term, index: next, kind: EntryKind::Empty, data: Bytes::new() };
+        let empty =
+            Entry { term: self.term, index: next, kind: EntryKind::Empty, data: Bytes::new() };
         self.append_entries(vec![empty], 0);
     }
 
@@ -1150,7 +1232,8 @@ impl<S: Storage> Raft<S> {
         // Committed membership changes take effect as they are handed out for applying; this may
         // make a removed leader step down or an auto-leaving leader propose, so it comes first.
         let snapshot = self.log.take_pending_snapshot();
-        let committed_entries = self.log.next_committed(self.cfg.max_apply_bytes).unwrap_or_default();
+        let committed_entries =
+            self.log.next_committed(self.cfg.max_apply_bytes).unwrap_or_default();
         for e in committed_entries.iter().filter(|e| e.kind == EntryKind::ConfChange) {
             self.apply_conf_change_entry(e);
         }
@@ -1220,7 +1303,10 @@ impl<S: Storage> Raft<S> {
     /// The state machine applied every committed entry up to `index`.
     pub fn on_applied(&mut self, index: Index) -> Result<(), Error> {
         if index > self.log.applying {
-            return Err(Error::AppliedBeyondCommitted { applied: index, handed_out: self.log.applying });
+            return Err(Error::AppliedBeyondCommitted {
+                applied: index,
+                handed_out: self.log.applying,
+            });
         }
         self.log.applied = self.log.applied.max(index);
         let applied = self.log.applied;
