@@ -81,10 +81,9 @@ impl<S: Storage> Raft<S> {
             && !self.conf.voters_outgoing.is_empty()
             && self.conf.auto_leave
             && self.pending_conf_index <= self.log.applying
+            && let Ok(next) = confchange::apply(&self.conf, &ConfChange::leave_joint(), 0)
         {
-            if let Ok(next) = confchange::apply(&self.conf, &ConfChange::leave_joint(), 0) {
-                self.append_conf_change(&next);
-            }
+            self.append_conf_change(&next);
         }
     }
 
