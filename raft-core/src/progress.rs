@@ -84,8 +84,8 @@ pub(crate) struct Progress {
     /// In `Probe`: an append was sent and not answered yet; send no other until it is (or until
     /// the next heartbeat answer).
     pub(crate) probe_sent: bool,
-    /// Heard from in the current CheckQuorum period.
-    pub(crate) recent_active: bool,
+    /// The leader's tick when it last heard from this follower (CheckQuorum).
+    pub(crate) last_heard_tick: u64,
     /// Highest heartbeat round this follower acknowledged in the current term.
     pub(crate) acked_round: u64,
     /// Ticks since the snapshot in flight was sent (state `Snapshot`).
@@ -104,7 +104,7 @@ impl Progress {
             next_index,
             state: ProgressState::Probe,
             probe_sent: false,
-            recent_active: false,
+            last_heard_tick: 0,
             acked_round: 0,
             snapshot_elapsed: 0,
             inflights: Inflights::new(max_inflight_msgs, max_inflight_bytes),

@@ -107,12 +107,13 @@ impl<S: Storage> Raft<S> {
         let members = confchange::members(&self.conf);
         let next_index = self.log.last_index() + 1;
         let (max_msgs, max_bytes) = (self.cfg.max_inflight_msgs, self.cfg.max_inflight_bytes);
+        let now = self.now_ticks;
         if let Some(ls) = self.leader.as_mut() {
             ls.progress.retain(|p, _| members.contains(p));
             for &m in &members {
                 ls.progress.entry(m).or_insert_with(|| {
                     let mut pr = Progress::new(next_index, max_msgs, max_bytes);
-                    pr.recent_active = true;
+                    pr.last_heard_tick = now;
                     pr
                 });
             }

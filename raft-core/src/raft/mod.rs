@@ -385,11 +385,13 @@ impl<S: Storage> Raft<S> {
         }
         if self.election_elapsed >= u64::from(self.cfg.election_timeout_ticks) {
             self.election_elapsed = 0;
-            if self.cfg.check_quorum && !self.quorum_recently_active() {
-                // CheckQuorum: we may be on the minority side of a partition.
-                self.become_follower(self.term, None);
-                return;
-            }
+        }
+        if self.cfg.check_quorum && !self.quorum_heard_recently() {
+            // CheckQuorum: we may be on the minority side of a partition. Checked every tick, so
+            // a leader cut off from its quorum steps down one election timeout after it last
+            // heard from it.
+            self.become_follower(self.term, None);
+            return;
         }
         if self.heartbeat_elapsed >= u64::from(self.cfg.heartbeat_interval_ticks) {
             self.heartbeat_elapsed = 0;
@@ -412,20 +414,17 @@ impl<S: Storage> Raft<S> {
         }
     }
 
-    /// Whether a quorum was heard from in the period that just ended; resets the period.
-    fn quorum_recently_active(&mut self) -> bool {
-        let id = self.cfg.id;
-        let Some(ls) = self.leader.as_mut() else { return false };
-        let active: Vec<NodeId> = ls
-            .progress
-            .iter()
-            .filter(|(p, pr)| **p == id || pr.recent_active)
-            .map(|(p, _)| *p)
-            .collect();
-        for (p, pr) in ls.progress.iter_mut() {
-            pr.recent_active = *p == id;
-        }
-        self.voters.vote_result(|v| Some(active.contains(&v))) == VoteResult::Won
+    /// Whether a quorum of voters (counting this leader) was heard from within the last
+    /// election timeout.
+    fn quorum_heard_recently(&self) -> bool {
+        let (id, now) = (self.cfg.id, self.now_ticks);
+        let timeout = u64::from(self.cfg.election_timeout_ticks);
+        let Some(ls) = self.leader.as_ref() else { return false };
+        self.voters.vote_result(|v| {
+            Some(
+                v == id || ls.progress.get(&v).is_some_and(|pr| pr.last_heard_tick + timeout > now),
+            )
+        }) == VoteResult::Won
     }
 
     /// Starts an election now (a pre-vote first if PreVote is on).
@@ -914,8 +913,9 @@ impl<S: Storage> Raft<S> {
         } else {
             hint_index
         };
+        let now = self.now_ticks;
         let Some(pr) = self.progress_mut(from) else { return };
-        pr.recent_active = true;
+        pr.last_heard_tick = now;
         if reject {
             if index == 0 {
                 return; // Answer to a stale-term message; nothing to repair.
@@ -955,8 +955,9 @@ impl<S: Storage> Raft<S> {
 
     fn handle_heartbeat_response(&mut self, from: NodeId, round: u64) {
         let last = self.log.last_index();
+        let now = self.now_ticks;
         let Some(pr) = self.progress_mut(from) else { return };
-        pr.recent_active = true;
+        pr.last_heard_tick = now;
         pr.probe_sent = false;
         pr.acked_round = pr.acked_round.max(round);
         if pr.state == ProgressState::Replicate && pr.inflights.full() {
@@ -1169,10 +1170,11 @@ impl<S: Storage> Raft<S> {
         for p in confchange::members(&self.conf) {
             let mut pr =
                 Progress::new(next, self.cfg.max_inflight_msgs, self.cfg.max_inflight_bytes);
+            // The voters just elected us: count them as heard from now.
+            pr.last_heard_tick = self.now_ticks;
             if p == id {
                 pr.match_index = self.log.persisted();
                 pr.become_replicate();
-                pr.recent_active = true;
             }
             progress.insert(p, pr);
         }
