@@ -1343,7 +1343,7 @@ fn row18_lease_reads_respect_the_drift_bound() {
     // clock) after its last quorum contact, usually before the new leader's put is acked, so few
     // or no reads are asked in the dangerous window; the control test below shows the same check
     // does catch stale reads when the drift bound is broken.
-    println!("row18: reads asked of the old leader after the new leader's put: {asked_after_ack}");
+    eprintln!("row18: reads asked of the old leader after the new leader's put: {asked_after_ack}");
 }
 
 /// Row 18, control: the check above does detect stale lease reads — with the others' clocks 3×
