@@ -173,6 +173,7 @@ impl Sim {
         }
         if let Some(cs) = &w.conf_state {
             self.log(|| format!("node {id} persists membership {cs:?}"));
+            self.checker.on_persist_conf(id, cs)?;
             if cs.index > self.counters.last_conf_index {
                 self.counters.last_conf_index = cs.index;
                 self.counters.conf_changes += 1;
