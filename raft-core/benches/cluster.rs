@@ -132,7 +132,7 @@ impl Cluster {
                     self.inbox[(m.to - 1) as usize].push(m);
                 }
                 assert!(rd.snapshot.is_none(), "no follower falls behind the compaction point");
-                node.storage().append(&rd.entries).unwrap();
+                node.storage().append_owned(rd.entries).unwrap();
                 if let Some(hs) = rd.hard_state {
                     node.storage().set_hard_state(hs);
                 }

@@ -21,6 +21,10 @@ pub(crate) struct RaftLog<S: Storage> {
     in_progress: Index,
     /// Highest index known durable and part of the current log.
     persisted: Index,
+    /// `(index, term)` of an entry known to be in the durable log (the last one made durable), so
+    /// the hot term lookups (`prev_log_term`, `last_term`, commit checks) skip storage. `(0, 0)`
+    /// holds nothing.
+    term_cache: (Index, Term),
     pub(crate) committed: Index,
     /// Last index handed out for applying.
     pub(crate) applying: Index,
@@ -48,12 +52,14 @@ impl<S: Storage> RaftLog<S> {
             }
             .into());
         }
+        let term_cache = storage.term(last).map_or((0, 0), |t| (last, t));
         Ok(RaftLog {
             storage,
             unstable: VecDeque::new(),
             unstable_offset: last + 1,
             in_progress: last,
             persisted: last,
+            term_cache,
             committed,
             applying: applied.max(first - 1),
             applied: applied.max(first - 1),
@@ -76,6 +82,7 @@ impl<S: Storage> RaftLog<S> {
         self.unstable_offset = index + 1;
         self.in_progress = index;
         self.persisted = self.persisted.min(index);
+        self.term_cache = (0, 0);
         self.committed = index;
         self.applying = index;
         self.applied = self.applied.max(index);
@@ -128,6 +135,9 @@ impl<S: Storage> RaftLog<S> {
         }
         if index < self.snapshot_meta.index {
             return None;
+        }
+        if index == self.term_cache.0 {
+            return Some(self.term_cache.1);
         }
         if index == 0 {
             return Some(0);
@@ -195,11 +205,26 @@ impl<S: Storage> RaftLog<S> {
             self.unstable.clear();
             self.unstable_offset = after;
             self.persisted = self.persisted.min(after - 1);
+            if self.term_cache.0 >= after {
+                self.term_cache = (0, 0);
+            }
         } else {
             self.unstable.truncate((after - self.unstable_offset) as usize);
         }
         self.in_progress = self.in_progress.min(after - 1);
         self.unstable.extend(entries);
+    }
+
+    /// Appends entries that directly follow the last one (a leader's own proposals), without an
+    /// intermediate `Vec`.
+    pub(crate) fn append_at_end(&mut self, entries: impl IntoIterator<Item = Entry>) {
+        let first = self.last_index() + 1;
+        let before = self.unstable.len();
+        self.unstable.extend(entries);
+        debug_assert!(
+            self.unstable.iter().skip(before).zip(first..).all(|(e, i)| e.index == i),
+            "append_at_end: entries must follow the last one"
+        );
     }
 
     /// Follower side of AppendEntries (§5.3). Returns the index of the last new entry, or `None`
@@ -272,6 +297,7 @@ impl<S: Storage> RaftLog<S> {
         self.unstable.drain(..n);
         self.unstable_offset = index + 1;
         self.persisted = index;
+        self.term_cache = (index, term);
     }
 
     /// Committed, durable entries not yet handed out for applying, up to `max_bytes`.

@@ -80,6 +80,12 @@ impl JointConfig {
         self.incoming.contains(&id) || self.outgoing.contains(&id)
     }
 
+    /// Whether `id` is the only voter (`ids() == [id]`), without allocating.
+    pub(crate) fn is_only(&self, id: NodeId) -> bool {
+        (!self.incoming.is_empty() || !self.outgoing.is_empty())
+            && self.incoming.iter().chain(&self.outgoing).all(|&v| v == id)
+    }
+
     /// Every voter of either half, once, in ascending order.
     pub(crate) fn ids(&self) -> Vec<NodeId> {
         let mut v: Vec<NodeId> = self.incoming.iter().chain(&self.outgoing).copied().collect();

@@ -88,6 +88,27 @@ impl MemInner {
     fn last_index(&self) -> Index {
         self.offset_index + self.entries.len() as u64
     }
+
+    /// Validates an append batch; returns how many stored entries to keep (`None`: empty batch).
+    fn check_append(&self, entries: &[Entry]) -> Result<Option<usize>, StorageError> {
+        let Some(first) = entries.first() else { return Ok(None) };
+        let last = self.last_index();
+        if first.index > last + 1 {
+            return Err(StorageError::Unavailable { index: first.index, last_index: last });
+        }
+        if first.index <= self.offset_index {
+            return Err(StorageError::Compacted { index: first.index });
+        }
+        for w in entries.windows(2) {
+            if w[1].index != w[0].index + 1 {
+                return Err(StorageError::Corrupt {
+                    what: format!("append batch at index {}", w[0].index),
+                    detail: "entries are not contiguous".into(),
+                });
+            }
+        }
+        Ok(Some((first.index - self.offset_index - 1) as usize))
+    }
 }
 
 /// An in-memory [`Storage`], cheap to clone (clones share the data). Used by tests, the simulator
@@ -114,26 +135,20 @@ impl MemStorage {
     /// Appends `entries`, first removing every stored entry at or after `entries[0].index`.
     /// `entries[0].index` must be at most `last_index() + 1` and above the compaction point.
     pub fn append(&self, entries: &[Entry]) -> Result<(), StorageError> {
-        let Some(first) = entries.first() else { return Ok(()) };
         let mut s = self.lock();
-        let last = s.last_index();
-        if first.index > last + 1 {
-            return Err(StorageError::Unavailable { index: first.index, last_index: last });
-        }
-        if first.index <= s.offset_index {
-            return Err(StorageError::Compacted { index: first.index });
-        }
-        for w in entries.windows(2) {
-            if w[1].index != w[0].index + 1 {
-                return Err(StorageError::Corrupt {
-                    what: format!("append batch at index {}", w[0].index),
-                    detail: "entries are not contiguous".into(),
-                });
-            }
-        }
-        let keep = (first.index - s.offset_index - 1) as usize;
+        let Some(keep) = s.check_append(entries)? else { return Ok(()) };
         s.entries.truncate(keep);
         s.entries.extend_from_slice(entries);
+        Ok(())
+    }
+
+    /// [`MemStorage::append`] taking the entries by value: nothing is cloned, so no payload
+    /// refcount is touched. A driver owns `Ready::entries` and can hand them over.
+    pub fn append_owned(&self, entries: Vec<Entry>) -> Result<(), StorageError> {
+        let mut s = self.lock();
+        let Some(keep) = s.check_append(&entries)? else { return Ok(()) };
+        s.entries.truncate(keep);
+        s.entries.extend(entries);
         Ok(())
     }
 

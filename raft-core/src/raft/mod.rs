@@ -350,7 +350,7 @@ impl<S: Storage> Raft<S> {
     }
 
     fn quorum_is_self(&self) -> bool {
-        self.voters.ids() == [self.cfg.id]
+        self.voters.is_only(self.cfg.id)
     }
 
     fn promotable(&self) -> bool {
@@ -443,7 +443,15 @@ impl<S: Storage> Raft<S> {
     /// Proposes one command. On a follower it is forwarded to the leader when
     /// `Config::forward_proposals` is set. `Ok` means accepted for replication, not committed.
     pub fn propose(&mut self, data: Bytes) -> Result<(), Error> {
-        self.propose_batch(vec![data])
+        if self.role != Role::Leader || self.lead_transferee.is_some() {
+            return self.propose_batch(vec![data]);
+        }
+        let bytes = data.len() as u64;
+        if bytes > self.cfg.max_proposal_bytes {
+            return Err(Error::ProposalTooLarge { bytes, limit: self.cfg.max_proposal_bytes });
+        }
+        // Leader fast path: no intermediate `Vec`s for a single command.
+        self.append_proposals(std::iter::once(data), 1, bytes)
     }
 
     /// Proposes several commands at once (all or none are accepted).
@@ -459,7 +467,10 @@ impl<S: Storage> Raft<S> {
             Role::Leader if self.lead_transferee.is_some() => {
                 Err(Error::TransferInProgress { target: self.lead_transferee.unwrap_or_default() })
             }
-            Role::Leader => self.append_proposals(data, bytes),
+            Role::Leader => {
+                let count = data.len() as u64;
+                self.append_proposals(data, count, bytes)
+            }
             _ => match self.leader_id {
                 Some(leader) if self.cfg.forward_proposals => {
                     self.send(leader, 0, MessageBody::Propose { data });
@@ -471,10 +482,19 @@ impl<S: Storage> Raft<S> {
         }
     }
 
-    fn append_proposals(&mut self, data: Vec<Bytes>, bytes: u64) -> Result<(), Error> {
+    /// Appends `count` commands (`bytes` of payload in all) to the leader's log.
+    fn append_proposals(
+        &mut self,
+        data: impl IntoIterator<Item = Bytes>,
+        count: u64,
+        bytes: u64,
+    ) -> Result<(), Error> {
+        if count == 0 {
+            return Ok(());
+        }
         let ls = self.leader.as_ref().expect("leader state on a leader");
         let uncommitted = ls.appended_total - ls.committed_total;
-        let size = bytes + crate::ENTRY_OVERHEAD_BYTES * data.len() as u64;
+        let size = bytes + crate::ENTRY_OVERHEAD_BYTES * count;
         if uncommitted > 0 && uncommitted + size > self.cfg.max_uncommitted_bytes {
             return Err(Error::UncommittedLimit {
                 uncommitted_bytes: uncommitted,
@@ -483,12 +503,15 @@ impl<S: Storage> Raft<S> {
             });
         }
         let (term, first) = (self.term, self.log.last_index() + 1);
-        let entries = data
-            .into_iter()
-            .zip(first..)
-            .map(|(data, index)| Entry { term, index, kind: EntryKind::Normal, data })
-            .collect();
-        self.append_entries(entries, size);
+        let entries = data.into_iter().zip(first..).map(|(data, index)| Entry {
+            term,
+            index,
+            kind: EntryKind::Normal,
+            data,
+        });
+        self.log.append_at_end(entries);
+        debug_assert_eq!(self.log.last_index(), first + count - 1, "count matches the commands");
+        self.after_leader_append(first + count - 1, size);
         Ok(())
     }
 
@@ -496,6 +519,12 @@ impl<S: Storage> Raft<S> {
     fn append_entries(&mut self, entries: Vec<Entry>, bytes: u64) {
         let Some(last) = entries.last().map(|e| e.index) else { return };
         self.log.truncate_and_append(entries);
+        self.after_leader_append(last, bytes);
+    }
+
+    /// Leader bookkeeping after appending entries up to `last` (`bytes` count against
+    /// `Config::max_uncommitted_bytes`).
+    fn after_leader_append(&mut self, last: Index, bytes: u64) {
         let ls = self.leader.as_mut().expect("leader state on a leader");
         ls.appended_total += bytes;
         ls.uncommitted_batches.push_back((last, ls.appended_total));
@@ -889,7 +918,8 @@ impl<S: Storage> Raft<S> {
                 // Forwarded proposals: refused ones are dropped; the client times out and retries.
                 let bytes = data.iter().map(|d| d.len() as u64).sum();
                 if data.iter().all(|d| d.len() as u64 <= self.cfg.max_proposal_bytes) {
-                    let _ = self.append_proposals(data, bytes);
+                    let count = data.len() as u64;
+                    let _ = self.append_proposals(data, count, bytes);
                 }
             }
             MessageBody::ReadIndex { ctx } => {
@@ -1012,16 +1042,16 @@ impl<S: Storage> Raft<S> {
     }
 
     fn broadcast_append(&mut self) {
-        for to in self.peers() {
-            self.send_append(to, true);
-        }
-    }
-
-    fn peers(&self) -> Vec<NodeId> {
+        // Walks the progress map by key rather than collecting the peers into a `Vec` first.
+        use std::ops::Bound::{Excluded, Unbounded};
         let id = self.cfg.id;
-        self.leader
-            .as_ref()
-            .map_or_else(Vec::new, |ls| ls.progress.keys().copied().filter(|&p| p != id).collect())
+        let mut after = Unbounded;
+        while let Some(to) = self.leader.as_ref().and_then(|ls| {
+            ls.progress.range((after, Unbounded)).map(|(&p, _)| p).find(|&p| p != id)
+        }) {
+            self.send_append(to, true);
+            after = Excluded(to);
+        }
     }
 
     fn broadcast_heartbeat(&mut self) {
