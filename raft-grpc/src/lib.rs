@@ -25,6 +25,18 @@
 //! - **Observability**: a tracing span per peer stream (fields `node`, `peer`) and counters in
 //!   [`GrpcTransport::metrics`].
 //!
+//! # Security notes
+//!
+//! - **The handshake's node id is not authenticated.** It guards against misconfiguration, not
+//!   attackers: in plaintext, anyone who can connect can claim to be any member; under mutual TLS,
+//!   any certificate signed by the cluster CA can claim any member id (certificates are not yet
+//!   bound to node ids). Use a CA that signs only this cluster's nodes, and a private network.
+//! - **The first frame of a stream is decoded before the handshake is checked**, up to
+//!   [`TransportConfig::max_message_bytes`], so an unauthenticated peer can make a node buffer
+//!   and decode that much per stream. Keep `max_message_bytes` modest on untrusted networks.
+//! - **Refusals say why.** A refused peer learns the reason (and its own claimed ids); the node's
+//!   own cluster id is logged locally but not sent back.
+//!
 //! # Wiring it to a node
 //!
 //! ```no_run

@@ -103,9 +103,10 @@ impl RaftService {
             );
             ("protocol version", Status::failed_precondition(msg))
         } else if hs.cluster_id != config.cluster_id {
+            // The expected cluster id stays out of the reply (it is logged here instead).
             let msg = format!(
-                "cluster id mismatch: node {} belongs to cluster {:#x}, the peer (node {}) claims cluster {:#x}",
-                config.node_id, config.cluster_id, hs.from, hs.cluster_id
+                "cluster id mismatch: node {} is not in the cluster the peer (node {}) claims, {:#x}",
+                config.node_id, hs.from, hs.cluster_id
             );
             ("cluster id", Status::permission_denied(msg))
         } else if hs.to != config.node_id {
@@ -115,17 +116,15 @@ impl RaftService {
             );
             ("wrong node", Status::permission_denied(msg))
         } else if hs.from == 0 || hs.from == config.node_id || !self.shared.is_member(hs.from) {
-            let msg = format!(
-                "unknown node id {}: not a peer of node {} in cluster {:#x}",
-                hs.from, config.node_id, config.cluster_id
-            );
+            let msg = format!("unknown node id {}: not a peer of node {}", hs.from, config.node_id);
             ("unknown node", Status::permission_denied(msg))
         } else {
             return Ok(hs.from);
         };
         Metrics::add(&self.shared.metrics.handshakes_rejected, 1);
         if self.shared.refusals.first(reason, hs.cluster_id, hs.from) {
-            warn!(node = config.node_id, stream, remote = ?remote, cluster_id = hs.cluster_id, from = hs.from, to = hs.to,
+            warn!(node = config.node_id, stream, remote = ?remote, cluster_id = hs.cluster_id,
+                expected_cluster_id = config.cluster_id, from = hs.from, to = hs.to,
                 reason = status.message(), "refused a stream");
         } else {
             debug!(node = config.node_id, stream, remote = ?remote, reason = status.message(), "refused a stream again");

@@ -102,9 +102,14 @@ pub struct Reassembly {
     crc: u32,
 }
 
+/// The most a [`Reassembly`] reserves before any chunk arrives (a few default-sized chunks); the
+/// buffer then grows with the verified prefix.
+const INITIAL_RESERVE_BYTES: usize = 4 << 20;
+
 impl Reassembly {
     /// Starts a reassembly from a header, refusing snapshots larger than `max_snapshot_bytes`.
-    /// Memory for the whole snapshot is reserved up front.
+    /// Memory is reserved as verified chunks arrive (at most [`INITIAL_RESERVE_BYTES`] up front),
+    /// so a header alone cannot make the node reserve the whole announced size.
     pub fn new(
         header: proto::SnapshotHeader,
         max_snapshot_bytes: u64,
@@ -136,7 +141,8 @@ impl Reassembly {
             bytes: header.total_bytes,
             limit: usize::MAX as u64,
         })?;
-        Ok(Reassembly { id, to: header.to, meta, buf: BytesMut::with_capacity(capacity), crc: 0 })
+        let buf = BytesMut::with_capacity(capacity.min(INITIAL_RESERVE_BYTES));
+        Ok(Reassembly { id, to: header.to, meta, buf, crc: 0 })
     }
 
     /// The transfer this reassembles.
@@ -265,6 +271,15 @@ mod tests {
             assert!(r.is_complete());
             assert_eq!(r.finish().unwrap(), m, "len {len} chunk {chunk}");
         }
+    }
+
+    #[test]
+    fn header_alone_does_not_reserve_the_announced_size() {
+        let out = OutgoingSnapshot::new(message(10), 4).unwrap();
+        let mut header = out.header().clone();
+        header.total_bytes = 1 << 30;
+        let r = Reassembly::new(header, 1 << 30).unwrap();
+        assert!(r.buf.capacity() <= INITIAL_RESERVE_BYTES, "{}", r.buf.capacity());
     }
 
     #[test]

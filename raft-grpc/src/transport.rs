@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
-use raft_core::{Message, MessageBody, NodeId, Transport, TransportEvent};
+use raft_core::{Message, MessageBody, NodeId, SnapshotStatus, Transport, TransportEvent};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio::task::JoinHandle;
@@ -55,6 +55,15 @@ impl Shared {
     /// full the event is dropped (the core hears it again at the next failure).
     pub(crate) fn report_unreachable(&self, peer: NodeId) {
         if self.events.try_send(TransportEvent::Unreachable(peer)).is_err() {
+            Metrics::add(&self.metrics.events_dropped, 1);
+        }
+    }
+
+    /// Reports a snapshot dropped before it was sent as `Failed`, without ever blocking (`send`
+    /// is synchronous); if the event channel is full the event is dropped and counted.
+    pub(crate) fn report_snapshot_dropped(&self, peer: NodeId) {
+        let event = TransportEvent::Snapshot(peer, SnapshotStatus::Failed);
+        if self.events.try_send(event).is_err() {
             Metrics::add(&self.metrics.events_dropped, 1);
         }
     }
@@ -315,7 +324,9 @@ impl GrpcTransport {
 impl Transport for GrpcTransport {
     /// Queues each message for its peer without blocking. A message to an unknown peer, or one
     /// that finds its peer's queue full, is dropped and reported as
-    /// [`TransportEvent::Unreachable`]. `InstallSnapshot` goes to the peer's snapshot stream.
+    /// [`TransportEvent::Unreachable`]. `InstallSnapshot` goes to the peer's snapshot stream; one
+    /// dropped because that queue is full is also reported as [`TransportEvent::Snapshot`]
+    /// `Failed`.
     fn send(&self, messages: Vec<Message>) {
         let peers = self.lock_peers();
         for message in messages {
@@ -329,14 +340,16 @@ impl Transport for GrpcTransport {
                 self.drop_message(None, to);
                 continue;
             };
-            let queue = match message.body {
-                MessageBody::InstallSnapshot { .. } => &handle.snapshots,
-                _ => &handle.queue,
-            };
+            let is_snapshot = matches!(message.body, MessageBody::InstallSnapshot { .. });
+            let queue = if is_snapshot { &handle.snapshots } else { &handle.queue };
             match queue.try_send(message) {
                 Ok(()) => {}
                 Err(TrySendError::Full(_) | TrySendError::Closed(_)) => {
-                    self.drop_message(Some(&handle.state), to)
+                    self.drop_message(Some(&handle.state), to);
+                    if is_snapshot {
+                        // Tell the core this snapshot will not arrive, so it retries promptly.
+                        self.shared.report_snapshot_dropped(to);
+                    }
                 }
             }
         }

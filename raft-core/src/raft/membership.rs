@@ -183,8 +183,9 @@ impl<S: Storage> Raft<S> {
         Ok(())
     }
 
-    pub(super) fn handle_timeout_now(&mut self, _from: NodeId) {
-        if !self.promotable() {
+    pub(super) fn handle_timeout_now(&mut self, from: NodeId) {
+        // Only the leader we follow may order an election that bypasses leases.
+        if !self.promotable() || self.leader_id != Some(from) {
             return;
         }
         // Skip PreVote: the leader asked for this election, and voters ignore their lease.

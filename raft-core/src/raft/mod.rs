@@ -495,7 +495,10 @@ impl<S: Storage> Raft<S> {
         let ls = self.leader.as_ref().expect("leader state on a leader");
         let uncommitted = ls.appended_total - ls.committed_total;
         let size = bytes + crate::ENTRY_OVERHEAD_BYTES * count;
-        if uncommitted > 0 && uncommitted + size > self.cfg.max_uncommitted_bytes {
+        // A lone proposal is always accepted into an empty pipeline (it fits: max_proposal_bytes
+        // <= max_uncommitted_bytes), so a large entry cannot be starved; batches never exceed.
+        let lone_into_empty = uncommitted == 0 && count == 1;
+        if !lone_into_empty && uncommitted + size > self.cfg.max_uncommitted_bytes {
             return Err(Error::UncommittedLimit {
                 uncommitted_bytes: uncommitted,
                 proposal_bytes: size,
@@ -604,11 +607,9 @@ impl<S: Storage> Raft<S> {
     /// the node is unchanged and keeps running.
     pub fn step(&mut self, m: Message) -> Result<(), Error> {
         self.validate(&m)?;
-        if matches!(m.body, MessageBody::Vote { .. }) && self.removed.contains(&m.from) {
-            // A node we saw removed must not disrupt the cluster: its campaigns are ignored and
-            // cannot raise our term. (Nodes merely absent from our configuration are not
-            // filtered: our configuration may be older than theirs, e.g. on a new voter still
-            // catching up, §4.1 of the dissertation; leader stickiness covers the rest.)
+        if let MessageBody::Vote { last_log_index, .. } = m.body
+            && self.ignores_campaign_of(m.from, last_log_index)
+        {
             return Ok(());
         }
         let is_request_without_term =
@@ -723,6 +724,20 @@ impl<S: Storage> Raft<S> {
         }
     }
 
+    /// Campaigns that must not disrupt the cluster: from a node we saw removed, or from a node
+    /// outside our configuration whose log does not reach past our configuration's index (so it
+    /// cannot know of a newer configuration that includes it: it was removed, or never added).
+    /// A candidate merely absent from an *older* configuration of ours is not ignored (e.g. a new
+    /// voter still catching up, §4.1 of the dissertation); leader stickiness covers the rest.
+    fn ignores_campaign_of(&self, from: NodeId, last_log_index: Index) -> bool {
+        if self.removed.contains(&from) {
+            return true;
+        }
+        self.conf.index > 0
+            && last_log_index <= self.conf.index
+            && !confchange::members(&self.conf).contains(&from)
+    }
+
     /// Whether this node heard from a live leader within the election timeout (and so refuses to
     /// help depose it).
     fn in_lease(&self) -> bool {
@@ -830,7 +845,9 @@ impl<S: Storage> Raft<S> {
                 if pre_vote != (self.role == Role::PreCandidate) {
                     return Ok(());
                 }
-                self.votes.entry(m.from).or_insert(granted);
+                if self.voters.contains(m.from) {
+                    self.votes.entry(m.from).or_insert(granted);
+                }
                 self.tally_votes();
                 Ok(())
             }

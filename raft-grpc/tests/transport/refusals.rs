@@ -192,7 +192,7 @@ async fn wrong_cluster_unknown_node_and_wrong_recipient_are_refused() {
     refused(
         e,
         Code::PermissionDenied,
-        "cluster id mismatch: node 1 belongs to cluster 0xc1a57e, the peer (node 3) claims cluster 0xbad",
+        "cluster id mismatch: node 1 is not in the cluster the peer (node 3) claims, 0xbad",
     );
     // Its snapshot stream is refused the same way.
     let (events_tx, mut events) = tokio::sync::mpsc::channel(16);
