@@ -66,6 +66,11 @@ fn row21_joint_consensus_auto_leave_and_one_change_at_a_time() {
     propose_n(&mut h, 1, 1);
     add_blank_node(&mut h, 4);
     add_blank_node(&mut h, 5);
+    // New voters join as learners first (a blank node never votes).
+    for id in [4, 5] {
+        h.node_mut(1).propose_conf_change(cc(vec![ConfChangeOp::AddLearner(id)])).unwrap();
+        h.settle();
+    }
     let change =
         cc(vec![ConfChangeOp::AddVoter(4), ConfChangeOp::AddVoter(5), ConfChangeOp::Remove(3)]);
     h.node_mut(1).propose_conf_change(change).unwrap();
@@ -105,6 +110,8 @@ fn row21_explicit_joint_needs_leave() {
     h.elect(1);
     propose_n(&mut h, 1, 1);
     add_blank_node(&mut h, 4);
+    h.node_mut(1).propose_conf_change(cc(vec![ConfChangeOp::AddLearner(4)])).unwrap();
+    h.settle();
     let change = ConfChange {
         ops: vec![ConfChangeOp::AddVoter(4), ConfChangeOp::AddLearner(3)],
         transition: ConfChangeTransition::JointExplicit,
@@ -271,4 +278,41 @@ fn row26_transfer_times_out_and_resumes() {
     assert_eq!(h.applied_data(2).last(), Some(&Bytes::from_static(b"after")));
     let bad = h.node_mut(1).transfer_leader(9);
     assert!(matches!(bad, Err(Error::InvalidTransfer { target: 9, .. })), "{bad:?}");
+}
+
+/// A voter whose disk was wiped comes back blank: it must not vote (its vote could contradict one
+/// it gave before), so a candidate lacking a committed entry cannot win with it. A fresh node
+/// cannot become a voter without first joining as a caught-up learner.
+#[test]
+fn wiped_voter_is_not_counted_and_fresh_nodes_join_as_learners() {
+    let mut h = Harness::new(3);
+    h.elect(1);
+    h.isolate(3);
+    propose_n(&mut h, 1, 1); // committed on {1, 2} only
+    let committed = h.node(1).status().commit_index;
+    assert!(h.node(3).status().last_index < committed);
+    // Node 2 loses its disk and restarts blank; node 1 is down.
+    h.nodes.insert(2, Raft::new(Config::new(2), MemStorage::default()).unwrap());
+    h.nodes.remove(&1);
+    h.heal();
+    h.sent.clear();
+    for _ in 0..5 {
+        h.node_mut(3).campaign();
+        h.settle();
+    }
+    assert_ne!(h.node(3).role(), Role::Leader, "won with the vote of a wiped node");
+    let granted = h.count_sent(|b| matches!(b, MessageBody::VoteResponse { granted: true, .. }));
+    assert_eq!(granted, 0, "a blank node granted a (pre-)vote");
+
+    let mut h = Harness::new(3);
+    h.elect(1);
+    propose_n(&mut h, 1, 1);
+    add_blank_node(&mut h, 4);
+    let direct = h.node_mut(1).propose_conf_change(cc(vec![ConfChangeOp::AddVoter(4)]));
+    assert!(matches!(direct, Err(Error::ConfChangeRefused { .. })), "{direct:?}");
+    h.node_mut(1).propose_conf_change(cc(vec![ConfChangeOp::AddLearner(4)])).unwrap();
+    h.settle();
+    h.node_mut(1).propose_conf_change(cc(vec![ConfChangeOp::AddVoter(4)])).unwrap();
+    h.settle();
+    assert_eq!(voters(&h, 4).0, vec![1, 2, 3, 4]);
 }

@@ -71,6 +71,11 @@ impl Replayer {
             corrupt(format!("segment {}", seg.name), "sequence number out of range".into())
         })?;
         let (r, offset) = (&mut self.r, self.offset);
+        // A record that does not follow the log (a gap) is corruption unless a later record of
+        // the same segment supersedes it. Compaction keeps the log from the segment holding live
+        // entry `snapshot + 1`, and that segment may begin with since-overwritten entries whose
+        // predecessors were in the removed segments; the live entry after them discards them.
+        let mut gap: Option<StorageError> = None;
         let mut visit = |f: Found<'_>| -> Result<(), StorageError> {
             match f.record {
                 Record::Entry { index, term, .. } => {
@@ -79,15 +84,22 @@ impl Replayer {
                     if index <= offset {
                         // Below the snapshot; it still discarded everything after it when written.
                         r.index.truncate_from(offset + 1);
+                        gap = None;
                         return Ok(());
                     }
                     let last = r.index.last_index();
                     if index > last + 1 {
-                        return Err(corrupt(
-                            format!("segment {} at offset {} (entry {index})", seg.name, f.pos),
-                            format!("gap in the log: entry {index} follows entry {last}"),
-                        ));
+                        // Not in the log (yet): only a later record at or below `last + 1`,
+                        // which discards it, makes this consistent.
+                        gap.get_or_insert_with(|| {
+                            corrupt(
+                                format!("segment {} at offset {} (entry {index})", seg.name, f.pos),
+                                format!("gap in the log: entry {index} follows entry {last}"),
+                            )
+                        });
+                        return Ok(());
                     }
+                    gap = None;
                     let len =
                         u32::try_from(f.len).expect("records are at most MAX_RECORD_BODY long");
                     r.index.append(index, term, Loc { pos: f.pos, seq: seq32, len });
@@ -99,6 +111,9 @@ impl Replayer {
             Ok(())
         };
         let scanned = scan_segment(&seg.name, seg.bytes, seg.policy, &mut visit)?;
+        if let Some(e) = gap {
+            return Err(e);
+        }
         match scanned.header {
             Some(h) => {
                 check_header(self.identity, seg, h)?;
@@ -199,6 +214,23 @@ mod tests {
         assert_eq!(r.index.last_index(), 6);
         assert_eq!(r.index.term(6).unwrap(), 2);
         assert_eq!(r.hard_state.unwrap().term, 1);
+    }
+
+    #[test]
+    fn overwritten_entries_ahead_of_the_kept_log_are_skipped() {
+        // Compacted at 7: the kept segment starts with 9..=10 (term 1), whose predecessor was in a
+        // removed segment, then 8..=9 (term 2) overwrite them.
+        let b = seg(2, &[(9, 1), (10, 1), (8, 2), (9, 2)]);
+        let r = replay(ID, (7, 1), &[input(2, &b)]).unwrap();
+        assert_eq!((r.index.first_index(), r.index.last_index()), (8, 9));
+        assert_eq!(r.index.term(9).unwrap(), 2);
+        // Not superseded within the segment: a gap.
+        let b = seg(2, &[(9, 1), (10, 1)]);
+        assert!(matches!(replay(ID, (7, 1), &[input(2, &b)]), Err(StorageError::Corrupt { .. })));
+        // Superseded only by a later segment: still a gap.
+        let c = seg(3, &[(8, 2)]);
+        let r = replay(ID, (7, 1), &[input(2, &b), input(3, &c)]);
+        assert!(matches!(r, Err(StorageError::Corrupt { .. })));
     }
 
     #[test]

@@ -27,7 +27,7 @@ use raft_core::StorageError;
 
 use crate::codec::{
     RECORD_HEADER_LEN, Record, RecordAt, SEGMENT_HEADER_LEN, Seed, SegmentHeader,
-    parse_segment_header, record_at,
+    parse_segment_header, put_generation, put_hard_state, record_at, segment_header,
 };
 
 /// Sector size assumed atomic by the torn-write rule.
@@ -79,6 +79,16 @@ fn corrupt(name: &str, pos: usize, last_entry: u64, detail: String) -> StorageEr
     }
 }
 
+/// Bytes a segment's creation writes (header, hard state, generation; all fixed-size), which
+/// `new_segment_file` makes durable before the segment is used.
+fn segment_creation_len() -> usize {
+    let h = SegmentHeader { cluster_id: 0, node_id: 0, seq: 0, salt: 0 };
+    let mut buf = segment_header(&h);
+    put_hard_state(&mut buf, h.seed(), &raft_core::HardState::default());
+    put_generation(&mut buf, h.seed(), 0);
+    buf.len()
+}
+
 /// True if a sector-aligned piece of `buf[range]` is all zeros (offsets are file offsets).
 fn has_zero_piece(buf: &[u8], start: usize, end: usize) -> bool {
     let end = end.min(buf.len());
@@ -116,6 +126,18 @@ pub(crate) fn scan_segment(
         Ok(h) => h,
         Err(e) => {
             let torn = buf.len() < SEGMENT_HEADER_LEN || has_zero_piece(buf, 0, SEGMENT_HEADER_LEN);
+            // The creation write is made durable before anything else is written to the file, so
+            // a file longer than that write had a durable header: its damage is corruption.
+            let creation_len = segment_creation_len();
+            if torn && buf.len() > creation_len {
+                let detail = format!(
+                    "segment header damaged, but the file holds {} bytes, more than its {} \
+                     bytes of creation: the header had been made durable",
+                    buf.len(),
+                    creation_len
+                );
+                return Err(corrupt(name, 0, 0, detail));
+            }
             if policy == (TailPolicy::Recover { durable_len: 0 }) && torn {
                 let bytes = buf.len() as u64;
                 let reason = "segment header never completely written";

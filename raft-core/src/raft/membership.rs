@@ -10,8 +10,8 @@ use crate::quorum::JointConfig;
 use crate::storage::Storage;
 use crate::transport::SnapshotStatus;
 use crate::types::{
-    ConfChange, ConfState, Entry, EntryKind, Index, MessageBody, NodeId, Role, Snapshot,
-    SnapshotMeta,
+    ConfChange, ConfChangeOp, ConfState, Entry, EntryKind, Index, MessageBody, NodeId, Role,
+    Snapshot, SnapshotMeta,
 };
 
 impl<S: Storage> Raft<S> {
@@ -44,9 +44,40 @@ impl<S: Storage> Raft<S> {
                     .into(),
             });
         }
+        self.check_new_voters_caught_up(&cc)?;
         let next = confchange::apply(&self.conf, &cc, 0)
             .map_err(|e| Error::ConfChangeRefused { reason: e.to_string() })?;
         self.append_conf_change(&next);
+        Ok(())
+    }
+
+    /// A node becomes a voter only as a learner that holds the entry that made it one: it then
+    /// knows a configuration, so it votes, while a blank (new or wiped) node never does.
+    fn check_new_voters_caught_up(&self, cc: &ConfChange) -> Result<(), Error> {
+        for op in &cc.ops {
+            let ConfChangeOp::AddVoter(id) = *op else { continue };
+            if self.conf.voters.contains(&id) || self.conf.voters_outgoing.contains(&id) {
+                continue;
+            }
+            if !self.conf.learners.contains(&id) {
+                return Err(Error::ConfChangeRefused {
+                    reason: format!("node {id} must join as a learner first and catch up"),
+                });
+            }
+            let matched = self
+                .leader
+                .as_ref()
+                .and_then(|ls| ls.progress.get(&id))
+                .map_or(0, |p| p.match_index);
+            if matched < self.conf.index {
+                return Err(Error::ConfChangeRefused {
+                    reason: format!(
+                        "learner {id} has not caught up (match {matched} < configuration index {}); retry shortly",
+                        self.conf.index
+                    ),
+                });
+            }
+        }
         Ok(())
     }
 

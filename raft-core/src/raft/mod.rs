@@ -785,10 +785,15 @@ impl<S: Storage> Raft<S> {
         last_index: Index,
         last_term: Term,
     ) {
+        // A node that knows no configuration has no durable history (a new node, or one whose data
+        // was wiped): its vote could contradict one it gave before losing its disk, so it gives
+        // none until the log or a snapshot brings it a configuration. Voters always join as
+        // caught-up learners first, so this never leaves a configuration without its voters.
+        let blank = self.conf.voters.is_empty();
         let can_vote = self.vote == Some(m.from)
             || (self.vote.is_none() && self.leader_id.is_none())
             || (pre_vote && m.term > self.term);
-        let granted = can_vote && self.log.is_up_to_date(last_index, last_term);
+        let granted = !blank && can_vote && self.log.is_up_to_date(last_index, last_term);
         // A pre-vote answer uses the candidate's future term when granted, our term otherwise.
         let term = if granted && pre_vote { m.term } else { self.term };
         if granted && !pre_vote {

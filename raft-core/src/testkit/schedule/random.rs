@@ -313,11 +313,12 @@ impl Chaos {
         let voter = pick(&mut self.rng, &conf.voters).filter(|_| conf.voters.len() > 1);
         let ops = match self.rng.below(6) {
             0 => new.map(|n| vec![ConfChangeOp::AddLearner(n)]),
+            // A fresh node straight to voter is refused by the core (learner first): try it.
             1 => new.map(|n| vec![ConfChangeOp::AddVoter(n)]),
             2 => learner.map(|n| vec![ConfChangeOp::AddVoter(n)]),
             3 => voter.map(|n| vec![ConfChangeOp::Remove(n)]),
             4 => learner.map(|n| vec![ConfChangeOp::Remove(n)]),
-            _ => new
+            _ => learner
                 .zip(voter)
                 .map(|(n, v)| vec![ConfChangeOp::AddVoter(n), ConfChangeOp::Remove(v)]),
         };
