@@ -385,14 +385,19 @@ pub(crate) fn compact(s: &SledStorage, snapshot: &Snapshot) -> Result<(), Storag
         st.index.compact_to(index, term);
         let old = st.snapshot.replace(sref).map(|r| r.file);
         st.log_start = log_start;
-        let garbage: Vec<u64> = st.segments.range(..log_start).map(|(&k, _)| k).collect();
-        for seq in &garbage {
-            st.segments.remove(seq);
-        }
-        (garbage, old)
+        (take_segments_below(&mut st, log_start), old)
     };
     remove_garbage(inner, garbage, old);
     Ok(())
+}
+
+/// Forgets the segments before `log_start` and returns their sequence numbers for deletion.
+fn take_segments_below(st: &mut State, log_start: u64) -> Vec<u64> {
+    let garbage: Vec<u64> = st.segments.range(..log_start).map(|(&k, _)| k).collect();
+    for seq in &garbage {
+        st.segments.remove(seq);
+    }
+    garbage
 }
 
 pub(crate) fn install_snapshot(s: &SledStorage, snapshot: &Snapshot) -> Result<(), StorageError> {
@@ -431,11 +436,7 @@ pub(crate) fn install_snapshot(s: &SledStorage, snapshot: &Snapshot) -> Result<(
         st.conf_state = snapshot.meta.conf_state.clone();
         let old = st.snapshot.replace(sref).map(|r| r.file);
         st.log_start = log_start;
-        let garbage: Vec<u64> = st.segments.range(..log_start).map(|(&k, _)| k).collect();
-        for seq in &garbage {
-            st.segments.remove(seq);
-        }
-        (garbage, old)
+        (take_segments_below(&mut st, log_start), old)
     };
     remove_garbage(inner, garbage, old);
     Ok(())

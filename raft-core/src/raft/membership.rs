@@ -299,12 +299,6 @@ impl<S: Storage> Raft<S> {
             // We have the entries already: the snapshot only tells us they are committed.
             self.log.commit_to(index);
         }
-        let body = MessageBody::AppendResponse {
-            reject: false,
-            index: self.log.committed,
-            hint_index: 0,
-            hint_term: 0,
-        };
-        self.send(from, self.term, body);
+        self.ack_append(from, self.log.committed);
     }
 }

@@ -878,24 +878,12 @@ impl<S: Storage> Raft<S> {
         leader_commit: Index,
     ) -> Result<(), Error> {
         if prev_index < self.log.committed {
-            let body = MessageBody::AppendResponse {
-                reject: false,
-                index: self.log.committed,
-                hint_index: 0,
-                hint_term: 0,
-            };
-            self.send(from, self.term, body);
+            self.ack_append(from, self.log.committed);
             return Ok(());
         }
         match self.log.maybe_append(prev_index, prev_term, leader_commit, entries) {
             Ok(Some(last_new)) => {
-                let body = MessageBody::AppendResponse {
-                    reject: false,
-                    index: last_new,
-                    hint_index: 0,
-                    hint_term: 0,
-                };
-                self.send(from, self.term, body);
+                self.ack_append(from, last_new);
                 Ok(())
             }
             Ok(None) => {
@@ -911,6 +899,13 @@ impl<S: Storage> Raft<S> {
             }
             Err(reason) => Err(Error::InvalidMessage { from, reason }),
         }
+    }
+
+    /// Follower: tells the leader our log matches its log up to `index`.
+    fn ack_append(&mut self, to: NodeId, index: Index) {
+        let body =
+            MessageBody::AppendResponse { reject: false, index, hint_index: 0, hint_term: 0 };
+        self.send(to, self.term, body);
     }
 
     fn step_leader(&mut self, m: Message) -> Result<(), Error> {
