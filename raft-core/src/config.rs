@@ -56,6 +56,9 @@ pub struct Config {
     pub max_apply_bytes: u64,
     /// Most reads waiting for confirmation or for the leader's first commit in its term.
     pub max_pending_reads: usize,
+    /// Most committed entries handed out for applying and not yet acknowledged with
+    /// `Raft::on_applied`: bounds the queue between the core and a slow state machine.
+    pub max_unapplied_entries: u64,
     /// Forward proposals from followers to the leader (otherwise they get `NotLeader`).
     pub forward_proposals: bool,
     /// Seed for the randomized election timeout. Give every node a different seed.
@@ -82,6 +85,7 @@ impl Config {
             max_proposal_bytes: 1 << 20,
             max_apply_bytes: 16 << 20,
             max_pending_reads: 65_536,
+            max_unapplied_entries: 65_536,
             forward_proposals: true,
             seed: id,
         }
@@ -140,7 +144,8 @@ impl Config {
         if self.lease_clock_drift_percent > 100 {
             return err("lease_clock_drift_percent", "must be at most 100");
         }
-        let nonzero: [(&'static str, u64); 8] = [
+        let nonzero: [(&'static str, u64); 9] = [
+            ("max_unapplied_entries", self.max_unapplied_entries),
             ("max_inflight_msgs", self.max_inflight_msgs as u64),
             ("max_inflight_bytes", self.max_inflight_bytes),
             ("max_append_bytes", self.max_append_bytes),

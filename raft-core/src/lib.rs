@@ -91,7 +91,7 @@ mod types;
 
 pub use config::{Config, ReadMode};
 pub use error::{ConfigError, Error, StorageError};
-pub use raft::{Raft, Ready, Status};
+pub use raft::{PeerProgress, Raft, Ready, ReplicationState, Status};
 pub use storage::{InitialState, LogStore, MemStorage, Storage};
 pub use transport::{SnapshotStatus, Transport, TransportEvent};
 pub use types::{
@@ -99,6 +99,9 @@ pub use types::{
     EntryKind, HardState, Index, Message, MessageBody, NodeId, ReadState, Role, Snapshot,
     SnapshotMeta, Term,
 };
+
+#[cfg(feature = "runtime")]
+pub mod runtime;
 
 #[cfg(test)]
 mod raft_tests;

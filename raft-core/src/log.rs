@@ -301,8 +301,14 @@ impl<S: Storage> RaftLog<S> {
     }
 
     /// Committed, durable entries not yet handed out for applying, up to `max_bytes`.
-    pub(crate) fn next_committed(&mut self, max_bytes: u64) -> Result<Vec<Entry>, Error> {
-        let hi = self.committed.min(self.persisted);
+    /// The next committed (and locally durable) entries to apply, at most `max_bytes` of them
+    /// (at least one) and at most `max_unapplied` beyond the applied index.
+    pub(crate) fn next_committed(
+        &mut self,
+        max_bytes: u64,
+        max_unapplied: u64,
+    ) -> Result<Vec<Entry>, Error> {
+        let hi = self.committed.min(self.persisted).min(self.applied.saturating_add(max_unapplied));
         if hi <= self.applying {
             return Ok(Vec::new());
         }
@@ -313,7 +319,8 @@ impl<S: Storage> RaftLog<S> {
         Ok(out)
     }
 
-    pub(crate) fn has_next_committed(&self) -> bool {
-        self.committed.min(self.persisted) > self.applying
+    pub(crate) fn has_next_committed(&self, max_unapplied: u64) -> bool {
+        self.committed.min(self.persisted).min(self.applied.saturating_add(max_unapplied))
+            > self.applying
     }
 }

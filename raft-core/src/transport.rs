@@ -37,4 +37,18 @@ pub enum TransportEvent {
 pub trait Transport: Send + Sync {
     /// Queues messages for sending.
     fn send(&self, messages: Vec<Message>);
+
+    /// Starts sending to a new peer at `addr` (or changes its address). Called by the runtime
+    /// when a member's address is applied from the log. The default does nothing (for
+    /// transports that route by id alone).
+    fn add_peer(&self, id: NodeId, addr: &str) -> Result<(), String> {
+        let _ = (id, addr);
+        Ok(())
+    }
+
+    /// Stops sending to a peer that left the cluster, and refuses its messages from now on.
+    /// The default does nothing.
+    fn remove_peer(&self, id: NodeId) {
+        let _ = id;
+    }
 }

@@ -376,9 +376,10 @@ impl MessageBody {
 }
 
 /// The role a node plays (§5.1), plus the pre-candidate state of PreVote.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Role {
     /// Follows a leader (or waits for one).
+    #[default]
     Follower,
     /// Asking for pre-votes without changing its term.
     PreCandidate,

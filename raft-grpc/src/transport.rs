@@ -354,4 +354,17 @@ impl Transport for GrpcTransport {
             }
         }
     }
+
+    /// [`GrpcTransport::add_peer`], unless the peer is already known at `addr`.
+    fn add_peer(&self, id: NodeId, addr: &str) -> Result<(), String> {
+        let known = self.shared.members.read().unwrap_or_else(|e| e.into_inner()).get(&id).cloned();
+        if known.as_deref() == Some(addr) {
+            return Ok(());
+        }
+        GrpcTransport::add_peer(self, id, addr).map_err(|e| e.to_string())
+    }
+
+    fn remove_peer(&self, id: NodeId) {
+        GrpcTransport::remove_peer(self, id);
+    }
 }

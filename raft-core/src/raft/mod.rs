@@ -92,6 +92,32 @@ pub struct Status {
     pub lead_transferee: Option<NodeId>,
 }
 
+/// How a leader is replicating to one follower.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplicationState {
+    /// Finding where the follower's log matches: one append at a time.
+    Probe,
+    /// Streaming appends within the inflight window.
+    Replicate,
+    /// Sending a snapshot at this index.
+    Snapshot(Index),
+}
+
+/// A leader's view of one follower, from [`Raft::progress`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerProgress {
+    /// The follower's id.
+    pub id: NodeId,
+    /// Highest index known to match the leader's log.
+    pub match_index: Index,
+    /// Next index to send.
+    pub next_index: Index,
+    /// How the leader is sending to it.
+    pub state: ReplicationState,
+    /// Ticks since the leader last heard from it.
+    pub ticks_since_heard: u64,
+}
+
 /// A read waiting for the leader to confirm its leadership.
 #[derive(Debug, Clone)]
 struct PendingRead {
@@ -333,6 +359,26 @@ impl<S: Storage> Raft<S> {
                 .max(self.log.storage().first_index().unwrap_or(1).saturating_sub(1)),
             lead_transferee: self.lead_transferee,
         }
+    }
+
+    /// On a leader, what it knows of each other member's log, ascending by id (empty otherwise).
+    pub fn progress(&self) -> Vec<PeerProgress> {
+        let Some(ls) = self.leader.as_ref() else { return Vec::new() };
+        ls.progress
+            .iter()
+            .filter(|&(&id, _)| id != self.cfg.id)
+            .map(|(&id, p)| PeerProgress {
+                id,
+                match_index: p.match_index,
+                next_index: p.next_index,
+                state: match p.state {
+                    crate::progress::ProgressState::Probe => ReplicationState::Probe,
+                    crate::progress::ProgressState::Replicate => ReplicationState::Replicate,
+                    crate::progress::ProgressState::Snapshot(i) => ReplicationState::Snapshot(i),
+                },
+                ticks_since_heard: self.now_ticks.saturating_sub(p.last_heard_tick),
+            })
+            .collect()
     }
 
     /// The node's current log (stable and not yet persisted entries) in `[lo, hi)`.
@@ -1271,7 +1317,7 @@ impl<S: Storage> Raft<S> {
             || self.leader.as_ref().is_some_and(|ls| ls.round_needed)
             || self.log.has_unpersisted()
             || self.hard_state() != self.prev_hard_state
-            || self.log.has_next_committed()
+            || self.log.has_next_committed(self.cfg.max_unapplied_entries)
             || self.log.has_pending_snapshot()
             || self.conf_to_persist.is_some()
     }
@@ -1281,8 +1327,10 @@ impl<S: Storage> Raft<S> {
         // Committed membership changes take effect as they are handed out for applying; this may
         // make a removed leader step down or an auto-leaving leader propose, so it comes first.
         let snapshot = self.log.take_pending_snapshot();
-        let committed_entries =
-            self.log.next_committed(self.cfg.max_apply_bytes).unwrap_or_default();
+        let committed_entries = self
+            .log
+            .next_committed(self.cfg.max_apply_bytes, self.cfg.max_unapplied_entries)
+            .unwrap_or_default();
         for e in committed_entries.iter().filter(|e| e.kind == EntryKind::ConfChange) {
             self.apply_conf_change_entry(e);
         }

@@ -1,0 +1,425 @@
+//! The driver task: owns the core, steps it with everything that arrives, and carries out each
+//! `Ready` in the order the core prescribes. It makes no protocol decisions.
+//!
+//! Stages (each a task, joined by queues):
+//! - **driver** (this file): ticks, messages, client requests → core; writes entries and hard
+//!   state to storage (visible, not yet durable) and hands each batch to the persister; hands
+//!   committed entries and confirmed reads to the applier.
+//! - **persister**: one `sync()` (fsync) for every batch that queued up meanwhile (group commit),
+//!   then sends the messages that had to wait for durability and acknowledges the batches.
+//! - **applier** ([`super::apply`]): applies committed entries to the state machine, answers the
+//!   callers, serves reads, takes snapshots.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::MissedTickBehavior;
+
+use super::apply::{ApplyEvent, ApplyJob};
+use super::config::{NodeError, ReadConsistency};
+use super::node::{NodeStatus, Shared};
+use crate::config::ReadMode;
+use crate::raft::Raft;
+use crate::storage::LogStore;
+use crate::transport::{Transport, TransportEvent};
+use crate::types::{ConfChange, Index, Message, NodeId, Role, Snapshot};
+
+/// Most inbound messages stepped before the driver looks at its other inputs again.
+const MAX_MESSAGES_PER_TURN: usize = 1024;
+
+pub(crate) type Reply<T> = oneshot::Sender<Result<T, NodeError>>;
+
+/// What a [`super::Node`] handle asks of the driver.
+pub(crate) enum Request {
+    /// Propose an encoded runtime entry; its waiter is registered under `proposal`.
+    Propose {
+        proposal: u64,
+        data: Bytes,
+    },
+    Read {
+        consistency: ReadConsistency,
+        query: Bytes,
+        reply: Reply<Bytes>,
+    },
+    ConfChange {
+        change: ConfChange,
+        reply: Reply<()>,
+    },
+    Transfer {
+        to: NodeId,
+        reply: Reply<()>,
+    },
+    Campaign,
+    Snapshot {
+        reply: Reply<Index>,
+    },
+    Stop {
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// One `Ready` handed to the persister.
+pub(crate) struct PersistJob {
+    pub(crate) number: u64,
+    pub(crate) sync: bool,
+    pub(crate) messages: Vec<Message>,
+}
+
+pub(crate) struct Driver<S: LogStore, T: ?Sized> {
+    pub(crate) raft: Raft<S>,
+    pub(crate) storage: S,
+    pub(crate) transport: Arc<T>,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) requests: mpsc::Receiver<Request>,
+    pub(crate) messages: mpsc::Receiver<Message>,
+    pub(crate) events: mpsc::Receiver<TransportEvent>,
+    pub(crate) persist_tx: mpsc::Sender<PersistJob>,
+    pub(crate) persisted_rx: mpsc::UnboundedReceiver<Result<u64, NodeError>>,
+    /// Unbounded channel, bounded in effect: committed entries by
+    /// `Config::max_unapplied_entries`, reads by `NodeConfig::max_pending_requests`.
+    pub(crate) apply_tx: mpsc::UnboundedSender<ApplyJob>,
+    pub(crate) apply_events: mpsc::UnboundedReceiver<ApplyEvent>,
+    pub(crate) status_tx: tokio::sync::watch::Sender<NodeStatus>,
+    /// Linearizable reads waiting for the leader's confirmation, by context.
+    pub(crate) reads: HashMap<u64, (Bytes, Reply<Bytes>)>,
+    pub(crate) next_read: u64,
+    pub(crate) applied: Index,
+}
+
+impl<S, T> Driver<S, T>
+where
+    S: LogStore + Clone + Send + Sync + 'static,
+    T: Transport + ?Sized + 'static,
+{
+    /// Runs until stopped or a fatal error; then fails every waiting caller.
+    pub(crate) async fn run(mut self) {
+        let outcome = self.run_loop().await;
+        let (error, stop_reply) = match outcome {
+            Ok(reply) => (NodeError::ShuttingDown, reply),
+            Err(e) => {
+                tracing::error!(node = self.shared.id, error = %e, "node stopped");
+                (e, None)
+            }
+        };
+        // Let the persister finish what it has (so nothing acknowledged is left unsynced).
+        drop(self.persist_tx);
+        while let Some(r) = self.persisted_rx.recv().await {
+            if r.is_err() {
+                break;
+            }
+        }
+        drop(self.apply_tx);
+        self.shared.fail_all(&error);
+        for (_, (_, reply)) in self.reads.drain() {
+            let _ = reply.send(Err(error.clone()));
+        }
+        self.status_tx.send_modify(|s| s.stopped = Some(error.to_string()));
+        if let Some(reply) = stop_reply {
+            let _ = reply.send(());
+        }
+    }
+
+    async fn run_loop(&mut self) -> Result<Option<oneshot::Sender<()>>, NodeError> {
+        let mut ticker = tokio::time::interval(self.shared.cfg.tick_interval);
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        ticker.tick().await;
+        loop {
+            tokio::select! {
+                biased;
+                Some(done) = self.persisted_rx.recv() => {
+                    let number = done?;
+                    self.raft.on_persisted(number)?;
+                }
+                Some(ev) = self.apply_events.recv() => self.on_apply_event(ev)?,
+                req = self.requests.recv() => match req {
+                    // Every handle was dropped: nobody can use the node any more.
+                    None => return Ok(None),
+                    Some(r) => if let Some(reply) = self.on_request(r) {
+                        return Ok(Some(reply));
+                    },
+                },
+                Some(m) = self.messages.recv() => {
+                    self.step(m);
+                    for _ in 1..MAX_MESSAGES_PER_TURN {
+                        match self.messages.try_recv() {
+                            Ok(m) => self.step(m),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Some(ev) = self.events.recv() => match ev {
+                    TransportEvent::Unreachable(peer) => self.raft.report_unreachable(peer),
+                    TransportEvent::Snapshot(peer, status) => self.raft.report_snapshot(peer, status),
+                },
+                _ = ticker.tick() => {
+                    self.raft.tick();
+                    self.reads.retain(|_, (_, reply)| !reply.is_closed());
+                }
+            }
+            self.handle_ready().await?;
+            self.publish_status();
+        }
+    }
+
+    fn step(&mut self, m: Message) {
+        let from = m.from;
+        if let Err(e) = self.raft.step(m) {
+            tracing::debug!(node = self.shared.id, peer = from, error = %e, "message dropped");
+        }
+    }
+
+    fn on_apply_event(&mut self, ev: ApplyEvent) -> Result<(), NodeError> {
+        match ev {
+            ApplyEvent::Applied(index) => {
+                self.applied = self.applied.max(index);
+                self.raft.on_applied(index)?;
+            }
+            ApplyEvent::Snapshot { index, data, reply } => {
+                let result = self.compact(index, data);
+                if let Some(reply) = reply {
+                    let _ = reply.send(result.clone().map(|()| index));
+                }
+                // A storage failure while compacting is fatal; a refused index is not.
+                if let Err(NodeError::Fatal(e)) = result {
+                    return Err(NodeError::Fatal(e));
+                }
+            }
+            ApplyEvent::Fatal(e) => return Err(e),
+        }
+        Ok(())
+    }
+
+    fn compact(&mut self, index: Index, data: Bytes) -> Result<(), NodeError> {
+        if index <= self.storage.snapshot().map_err(fatal)?.meta.index {
+            return Ok(());
+        }
+        let meta = self.raft.snapshot_meta(index)?;
+        self.storage.compact(&Snapshot { meta, data }).map_err(fatal)?;
+        self.shared.metrics.snapshots_taken.inc();
+        tracing::info!(node = self.shared.id, index, "snapshot taken, log compacted");
+        Ok(())
+    }
+
+    /// Handles a request and whatever else is queued behind it, batching proposals (group
+    /// commit). Returns a stop request if one was found.
+    fn on_request(&mut self, first: Request) -> Option<oneshot::Sender<()>> {
+        let mut batch = Vec::new();
+        let mut next = Some(first);
+        let mut stop = None;
+        while let Some(req) = next.take() {
+            match req {
+                Request::Propose { proposal, data } => batch.push((proposal, data)),
+                Request::Stop { reply } => {
+                    stop = Some(reply);
+                    break;
+                }
+                other => {
+                    self.propose(std::mem::take(&mut batch));
+                    self.on_other_request(other);
+                }
+            }
+            if batch.len() < self.shared.cfg.max_batch_commands {
+                next = self.requests.try_recv().ok();
+            }
+        }
+        self.propose(batch);
+        stop
+    }
+
+    fn propose(&mut self, batch: Vec<(u64, Bytes)>) {
+        if batch.is_empty() {
+            return;
+        }
+        let (ids, data): (Vec<u64>, Vec<Bytes>) = batch.into_iter().unzip();
+        self.shared.metrics.proposals.add(ids.len() as u64);
+        if let Err(e) = self.raft.propose_batch(data) {
+            let e = NodeError::from(e);
+            for id in ids {
+                self.shared.resolve(id, Err(e.clone()));
+            }
+        }
+    }
+
+    fn on_other_request(&mut self, req: Request) {
+        match req {
+            Request::Propose { .. } | Request::Stop { .. } => {}
+            Request::Read { consistency, query, reply } => self.read(consistency, query, reply),
+            Request::ConfChange { change, reply } => {
+                let _ = reply.send(self.raft.propose_conf_change(change).map_err(NodeError::from));
+            }
+            Request::Transfer { to, reply } => {
+                let _ = reply.send(self.raft.transfer_leader(to).map_err(NodeError::from));
+            }
+            Request::Campaign => self.raft.campaign(),
+            Request::Snapshot { reply } => {
+                let _ = self.apply_tx.send(ApplyJob::SnapshotNow { reply });
+            }
+        }
+    }
+
+    fn read(&mut self, consistency: ReadConsistency, query: Bytes, reply: Reply<Bytes>) {
+        self.shared.metrics.reads.inc();
+        match consistency {
+            ReadConsistency::Stale => {
+                let _ = self.apply_tx.send(ApplyJob::Query { index: 0, query, reply });
+            }
+            ReadConsistency::Lease if self.raft.config().read_mode != ReadMode::Lease => {
+                let _ = reply.send(Err(NodeError::LeaseReadsDisabled));
+            }
+            ReadConsistency::Lease | ReadConsistency::Linearizable => {
+                self.next_read += 1;
+                let ctx = self.next_read;
+                match self.raft.read_index(Bytes::copy_from_slice(&ctx.to_le_bytes())) {
+                    Ok(()) => {
+                        self.reads.insert(ctx, (query, reply));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e.into()));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Carries out every `Ready` the core has.
+    async fn handle_ready(&mut self) -> Result<(), NodeError> {
+        while self.raft.has_ready() {
+            let rd = self.raft.ready();
+            let sync = rd.must_sync();
+            self.shared.metrics.ready_batches.inc();
+            if !rd.messages.is_empty() {
+                self.transport.send(rd.messages);
+            }
+            if let Some(snapshot) = rd.snapshot {
+                self.storage.install_snapshot(&snapshot).map_err(fatal)?;
+                self.shared.metrics.snapshots_installed.inc();
+                let _ = self.apply_tx.send(ApplyJob::Restore(snapshot));
+            }
+            if !rd.entries.is_empty() {
+                self.storage.append_entries(&rd.entries).map_err(fatal)?;
+            }
+            if let Some(hs) = rd.hard_state {
+                self.storage.save_hard_state(&hs).map_err(fatal)?;
+            }
+            if let Some(cs) = &rd.conf_state {
+                self.storage.save_conf_state(cs).map_err(fatal)?;
+            }
+            let job = PersistJob { number: rd.number, sync, messages: rd.persisted_messages };
+            if self.persist_tx.send(job).await.is_err() {
+                return Err(NodeError::Fatal("the persister stopped".into()));
+            }
+            if !rd.committed_entries.is_empty() {
+                let _ = self.apply_tx.send(ApplyJob::Entries(rd.committed_entries));
+            }
+            for rs in rd.read_states {
+                let Some(ctx) = rs.ctx.get(..8).and_then(|b| b.try_into().ok()) else { continue };
+                if let Some((query, reply)) = self.reads.remove(&u64::from_le_bytes(ctx)) {
+                    let _ = self.apply_tx.send(ApplyJob::Query { index: rs.index, query, reply });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn publish_status(&mut self) {
+        let raft = &self.raft;
+        let st = raft.status();
+        let leader = raft.leader_id();
+        let applied = self.applied;
+        let conf_index = raft.conf_state().index;
+        let changed = self.status_tx.send_if_modified(|s| {
+            let same = s.role == st.role
+                && s.term == st.term
+                && s.leader == leader
+                && s.commit_index == st.commit_index
+                && s.applied_index == applied
+                && s.last_index == st.last_index
+                && s.snapshot_index == st.snapshot_index
+                && s.conf_state.index == conf_index
+                && s.conf_state == *raft.conf_state();
+            if same {
+                return false;
+            }
+            if s.role != st.role || s.term != st.term || s.leader != leader {
+                if st.role == Role::Leader && s.role != Role::Leader {
+                    tracing::info!(node = st.id, term = st.term, "became leader");
+                }
+                self.shared.metrics.leader_changes.add(u64::from(s.leader != leader));
+            }
+            s.role = st.role;
+            s.term = st.term;
+            s.leader = leader;
+            s.commit_index = st.commit_index;
+            s.applied_index = applied;
+            s.last_index = st.last_index;
+            s.snapshot_index = st.snapshot_index;
+            s.conf_state = raft.conf_state().clone();
+            s.progress = raft.progress();
+            true
+        });
+        if !changed && st.role == Role::Leader {
+            // Progress changes every round trip; refresh it at most once per applied change.
+            self.status_tx.send_if_modified(|s| {
+                let p = raft.progress();
+                let differs = s.progress.len() != p.len()
+                    || s.progress.iter().zip(&p).any(|(a, b)| a.match_index != b.match_index);
+                if differs {
+                    s.progress = p;
+                }
+                differs
+            });
+        }
+    }
+}
+
+fn fatal(e: crate::error::StorageError) -> NodeError {
+    NodeError::Fatal(e.to_string())
+}
+
+/// Runs blocking work (fsync, state machine calls) without stalling other tasks on a
+/// multi-threaded runtime; inline on a current-thread runtime (tests with a paused clock).
+pub(crate) fn blocking<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
+/// The persister task: group commit. Every job that queued up while the previous `sync` ran is
+/// covered by one `sync`; then the messages that waited for durability go out and the batches
+/// are acknowledged, in order.
+pub(crate) async fn persister<S, T>(
+    storage: S,
+    transport: Arc<T>,
+    shared: Arc<Shared>,
+    mut jobs: mpsc::Receiver<PersistJob>,
+    done: mpsc::UnboundedSender<Result<u64, NodeError>>,
+) where
+    S: LogStore + Send + Sync + 'static,
+    T: Transport + ?Sized + 'static,
+{
+    let mut batch = Vec::new();
+    while let Some(first) = jobs.recv().await {
+        batch.push(first);
+        while let Ok(job) = jobs.try_recv() {
+            batch.push(job);
+        }
+        if batch.iter().any(|j| j.sync) {
+            if let Err(e) = blocking(|| storage.sync()) {
+                let _ = done.send(Err(NodeError::Fatal(format!("fsync failed: {e}"))));
+                return;
+            }
+            shared.metrics.fsyncs.inc();
+        }
+        let number = batch.last().map_or(0, |j| j.number);
+        let messages: Vec<Message> = batch.drain(..).flat_map(|j| j.messages).collect();
+        if !messages.is_empty() {
+            transport.send(messages);
+        }
+        if done.send(Ok(number)).is_err() {
+            return;
+        }
+    }
+}

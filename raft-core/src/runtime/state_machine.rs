@@ -1,0 +1,51 @@
+//! The trait the application implements.
+
+use bytes::Bytes;
+
+use crate::types::{Index, Term};
+
+/// An error from the application's state machine. Returning one from [`StateMachine::apply`],
+/// [`StateMachine::snapshot`] or [`StateMachine::restore`] is fatal for the node: it stops (with
+/// [`crate::runtime::NodeError::StateMachine`]) rather than diverge from its peers. Errors that are
+/// part of the application's semantics (a failed compare, a missing key) belong in the response.
+pub type StateMachineError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// One committed command, handed to [`StateMachine::apply`] in log order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Command<'a> {
+    /// Log index of the entry that carries it.
+    pub index: Index,
+    /// Term of that entry.
+    pub term: Term,
+    /// The bytes the client proposed.
+    pub data: &'a [u8],
+}
+
+/// The replicated application: a deterministic function of the commands applied to it.
+///
+/// Contract:
+/// - **Deterministic.** `apply` must produce the same state and responses on every node for the
+///   same commands: no clocks, no randomness, no iteration over unordered maps.
+/// - **Starts empty.** The state machine given to [`crate::runtime::Node::start`] holds no state;
+///   the runtime restores it from the latest snapshot (if any) and replays the log after it.
+/// - **Snapshots are whole.** `snapshot` serializes everything `apply` has changed so far;
+///   `restore` replaces the whole state with a snapshot's data.
+/// - Methods run on the runtime's apply task, one at a time, never concurrently with each other;
+///   they may block (file I/O is fine) but should not wait on the network.
+pub trait StateMachine: Send + 'static {
+    /// Applies committed commands in order and returns one response per command, in the same
+    /// order. A command a client retried through a session is not applied twice: the runtime
+    /// answers the retry with the recorded response.
+    fn apply(&mut self, commands: &[Command<'_>]) -> Result<Vec<Bytes>, StateMachineError>;
+
+    /// Answers a read-only query against the current state (after the runtime has made sure the
+    /// state is as fresh as the read's consistency asks).
+    fn query(&self, query: &[u8]) -> Result<Bytes, StateMachineError>;
+
+    /// Serializes the whole state.
+    fn snapshot(&mut self) -> Result<Bytes, StateMachineError>;
+
+    /// Replaces the whole state with `data` from [`StateMachine::snapshot`] (possibly taken on
+    /// another node).
+    fn restore(&mut self, data: &[u8]) -> Result<(), StateMachineError>;
+}
