@@ -10,7 +10,7 @@
 //! - **applier** ([`super::apply`]): applies committed entries to the state machine, answers the
 //!   callers, serves reads, takes snapshots.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -83,7 +83,7 @@ pub(crate) struct Driver<S: LogStore, T: ?Sized> {
     pub(crate) apply_events: mpsc::UnboundedReceiver<ApplyEvent>,
     pub(crate) status_tx: tokio::sync::watch::Sender<NodeStatus>,
     /// Linearizable reads waiting for the leader's confirmation, by context.
-    pub(crate) reads: HashMap<u64, (Bytes, Reply<Bytes>)>,
+    pub(crate) reads: BTreeMap<u64, (Bytes, Reply<Bytes>)>,
     pub(crate) next_read: u64,
     pub(crate) applied: Index,
 }
@@ -112,7 +112,7 @@ where
         }
         drop(self.apply_tx);
         self.shared.fail_all(&error);
-        for (_, (_, reply)) in self.reads.drain() {
+        for (_, (_, reply)) in std::mem::take(&mut self.reads) {
             let _ = reply.send(Err(error.clone()));
         }
         self.status_tx.send_modify(|s| s.stopped = Some(error.to_string()));

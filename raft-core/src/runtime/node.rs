@@ -1,6 +1,6 @@
 //! The handle applications use: [`Node`].
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -145,13 +145,13 @@ pub(crate) struct Shared {
     /// never answer a caller of the new incarnation.
     boot: u64,
     next_proposal: AtomicU64,
-    waiters: Mutex<HashMap<u64, Waiter>>,
+    waiters: Mutex<BTreeMap<u64, Waiter>>,
     members: RwLock<BTreeMap<NodeId, Member>>,
     pub(crate) metrics: Metrics,
 }
 
 impl Shared {
-    fn lock_waiters(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Waiter>> {
+    fn lock_waiters(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Waiter>> {
         self.waiters.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -184,7 +184,7 @@ impl Shared {
     }
 
     pub(crate) fn fail_all(&self, error: &NodeError) {
-        for (_, w) in self.lock_waiters().drain() {
+        for (_, w) in std::mem::take(&mut *self.lock_waiters()) {
             let _ = w.send(Err(error.clone()));
         }
     }
@@ -298,7 +298,7 @@ impl Node {
             id,
             boot,
             next_proposal: AtomicU64::new(1),
-            waiters: Mutex::new(HashMap::new()),
+            waiters: Mutex::new(BTreeMap::new()),
             members: RwLock::new(tables.members.clone()),
             metrics: Metrics::default(),
             cfg: config,
@@ -347,7 +347,7 @@ impl Node {
             apply_tx,
             apply_events,
             status_tx,
-            reads: HashMap::new(),
+            reads: BTreeMap::new(),
             next_read: 0,
             applied,
         };
