@@ -298,3 +298,42 @@ async fn invalid_config_is_refused_at_start() {
     let err = r.err().expect("refused");
     assert!(err.to_string().contains("max_batch_commands"), "{err}");
 }
+
+/// Joint consensus (§6): replace two of three voters in one change; the cluster goes through
+/// the joint configuration and leaves it by itself.
+#[tokio::test(start_paused = true)]
+async fn joint_change_replaces_two_voters_at_once() {
+    let mut c = Cluster::new(3, seed(), defaults).await;
+    let l = c.leader().await;
+    c.propose(l, "set a 1").await;
+    for id in [4, 5] {
+        c.start(id, MemStorage::default(), &[1, 2, 3, 4, 5]).await;
+        c.node(l).add_learner(id, format!("mem://{id}"), Bytes::new()).await.unwrap();
+    }
+    c.converged().await;
+    let keep = l;
+    let gone: Vec<u64> = (1..=3).filter(|&i| i != keep).collect();
+    let change = raft_core::ConfChange {
+        ops: vec![
+            raft_core::ConfChangeOp::AddVoter(4),
+            raft_core::ConfChangeOp::AddVoter(5),
+            raft_core::ConfChangeOp::Remove(gone[0]),
+            raft_core::ConfChangeOp::Remove(gone[1]),
+        ],
+        ..Default::default()
+    };
+    let cs = c.node(l).change_membership(change).await.unwrap();
+    let mut expected = vec![keep, 4, 5];
+    expected.sort_unstable();
+    assert_eq!(cs.voters, expected);
+    assert!(cs.voters_outgoing.is_empty(), "left the joint configuration: {cs:?}");
+    for id in gone {
+        c.crash(id).await;
+    }
+    let l2 = c.leader().await;
+    assert_eq!(c.propose(l2, "incr j").await, "1");
+    assert_eq!(c.node(4).read(ReadConsistency::Linearizable, "a").await.unwrap(), "1");
+    c.converged().await;
+    c.assert_same_applied();
+    c.shutdown().await;
+}
