@@ -10,7 +10,9 @@
 //! lets them share fdatasyncs). `--raw` also times a loop of 4 KiB `write` + `fdatasync` on a file
 //! in the same directory, as many times as there are batches, alternating with the store in ten
 //! rounds so that both meet the same disk conditions. Run it under
-//! `strace -f -e trace=fsync,fdatasync` to see the syscalls behind `acked_batches`.
+//! `strace -f -e trace=fsync,fdatasync` to see the syscalls behind `acked_batches`: each
+//! group-commit round fdatasyncs the segment, then the sync watermark file
+//! (`log_fdatasyncs`, `watermark_fdatasyncs`).
 
 #![allow(clippy::print_stdout)]
 
@@ -113,10 +115,11 @@ fn main() {
     let entries = acked * args.batch_size;
     let mb = (entries * args.entry_bytes as u64) as f64 / 1e6;
     let fsyncs = stats.log_fsyncs - before.log_fsyncs;
+    let watermark_fsyncs = stats.watermark_fsyncs - before.watermark_fsyncs;
     println!(
         "acked_batches={acked} batch_size={} writers={} entry_bytes={} entries={entries} secs={secs:.3} \
          batches_per_s={:.1} entries_per_s={:.0} mb_per_s={:.2} log_fdatasyncs={fsyncs} \
-         entries_per_fdatasync={:.1} disk_bytes={}",
+         watermark_fdatasyncs={watermark_fsyncs} entries_per_fdatasync={:.1} disk_bytes={}",
         args.batch_size,
         args.writers,
         args.entry_bytes,

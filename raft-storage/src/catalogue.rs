@@ -24,7 +24,6 @@ const K_CONF_STATE: &[u8] = b"conf_state";
 const K_SNAPSHOT: &[u8] = b"snapshot";
 const K_LOG_START: &[u8] = b"log_start";
 const K_CLEAN_CLOSE: &[u8] = b"clean_close";
-const K_WATERMARK: &[u8] = b"watermark";
 const SEALED_PREFIX: &[u8] = b"sealed/";
 
 /// Which cluster and node a store belongs to.
@@ -52,9 +51,9 @@ pub(crate) struct SnapshotRef {
     pub(crate) data_crc: u32,
 }
 
-/// A length of segment `seq`: after a clean close its exact length; as a watermark, a length
-/// that an fdatasync had covered.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A length of segment `seq`: after a clean close its exact length; in the sync watermark file, a
+/// length that an fdatasync had covered. Ordered by segment, then length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct SegmentLen {
     pub(crate) seq: u64,
     pub(crate) len: u64,
@@ -73,8 +72,6 @@ pub(crate) struct Loaded {
     /// Sealed segments and their exact durable lengths.
     pub(crate) sealed: BTreeMap<u64, u64>,
     pub(crate) clean_close: Option<SegmentLen>,
-    /// A durable length of the active segment, recorded lazily (not fsynced) after syncs.
-    pub(crate) watermark: Option<SegmentLen>,
 }
 
 fn bad(key: &[u8], e: DecodeError) -> StorageError {
@@ -128,7 +125,6 @@ impl Loaded {
             }
             K_LOG_START => self.log_start = Some(d.u64()?),
             K_CLEAN_CLOSE => self.clean_close = Some(SegmentLen { seq: d.u64()?, len: d.u64()? }),
-            K_WATERMARK => self.watermark = Some(SegmentLen { seq: d.u64()?, len: d.u64()? }),
             k if k.starts_with(SEALED_PREFIX) && k.len() == SEALED_PREFIX.len() + 8 => {
                 let seq = u64::from_be_bytes(k[SEALED_PREFIX.len()..].try_into().expect("8 bytes"));
                 self.sealed.insert(seq, d.u64()?);
@@ -191,11 +187,6 @@ impl Ops {
         self.ops.push((sealed_key(seq), None));
         self
     }
-    pub(crate) fn watermark(self, w: SegmentLen) -> Ops {
-        let mut e = Enc::default();
-        e.u64(w.seq).u64(w.len);
-        self.put(K_WATERMARK, e)
-    }
     pub(crate) fn clean_close(self, c: Option<SegmentLen>) -> Ops {
         match c {
             Some(c) => {
@@ -255,7 +246,7 @@ impl Catalogue {
             .path(dir)
             .cache_capacity(cache_capacity_bytes)
             // Changes that must be durable are flushed and fsynced by `commit`; the background
-            // flush only carries the lazily written watermark to disk.
+            // flush only carries lazily forgotten segments to disk.
             .flush_every_ms(Some(1000));
         let db = guard("open", || config.open())?;
         Ok(Catalogue { db, dir: dir.to_path_buf() })

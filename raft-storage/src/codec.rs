@@ -37,8 +37,9 @@ const TYPE_GENERATION: u8 = 4;
 pub(crate) const SEGMENT_MAGIC: &[u8; 8] = b"RAFTSEG1";
 /// Length of a segment header.
 pub(crate) const SEGMENT_HEADER_LEN: usize = 48;
-/// Format version written in segment headers, snapshot files and the identity record.
-pub(crate) const FORMAT_VERSION: u32 = 1;
+/// Format version written in segment headers, snapshot files, the sync watermark file and the
+/// identity record. Version 2 added the sync watermark file.
+pub(crate) const FORMAT_VERSION: u32 = 2;
 
 /// A decoded log record. Entry payloads are returned as a range into the scanned buffer.
 #[derive(Clone, Debug, PartialEq, Eq)]

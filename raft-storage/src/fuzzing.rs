@@ -1,8 +1,8 @@
 //! Fuzzing entry points (feature `fuzzing`): the recovery code fed arbitrary bytes.
 //!
 //! [`recover_from_bytes`] runs what [`crate::SledStorage::open`] runs on the bytes of its files,
-//! without the file system: the catalogue decoder, the segment scanner and replay (torn-tail versus
-//! corruption rules), and the snapshot file verifier. Errors are expected; a panic is a finding,
+//! without the file system: the catalogue decoder, the sync watermark decoder, the segment scanner
+//! and replay (torn-tail versus corruption rules), and the snapshot file verifier. Errors are expected; a panic is a finding,
 //! and so is a recovered log whose index points at anything but the right entry.
 //!
 //! Half of the inputs (first byte even) are raw bytes; the other half build a valid log from the
@@ -123,6 +123,7 @@ pub fn recover_from_bytes(data: &[u8]) {
     let Some((&mode, data)) = data.split_first() else { return };
     let p = parts(data, 6);
     let loaded = Loaded::decode(catalogue_pairs(p[0]));
+    let _ = crate::watermark::parse(p[0], ID);
     let segments: Vec<(u64, Vec<u8>)> = if mode % 2 == 0 {
         vec![(1, p[1].to_vec()), (2, p[2].to_vec()), (3, p[3].to_vec())]
     } else {

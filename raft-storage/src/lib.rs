@@ -4,13 +4,15 @@
 //! # Layout
 //!
 //! ```text
-//! <dir>/catalogue/   sled: identity (cluster, node), bootstrap phase, membership (ConfState),
-//!                    snapshot metadata, first live segment, sealed segments and their exact
-//!                    lengths, clean-close marker, durable watermark, generation counter.
-//!                    Every value carries a crc32c bound to its key.
-//! <dir>/wal/         00000000000000000001.seg, ...: append-only segment files of checksummed
-//!                    records: entries, hard states, sync markers, catalogue generations.
-//! <dir>/snapshots/   snap-<index>-<term>-<generation>.snap: chunked, checksummed snapshot data.
+//! <dir>/catalogue/      sled: identity (cluster, node), bootstrap phase, membership (ConfState),
+//!                       snapshot metadata, first live segment, sealed segments and their exact
+//!                       lengths, clean-close marker, generation counter. Every value carries a
+//!                       crc32c bound to its key.
+//! <dir>/wal/            00000000000000000001.seg, ...: append-only segment files of checksummed
+//!                       records: entries, hard states, sync markers, catalogue generations.
+//! <dir>/sync-watermark  two checksummed 512-byte slots, written alternately: how much of which
+//!                       segment the last completed `sync` made durable.
+//! <dir>/snapshots/      snap-<index>-<term>-<generation>.snap: chunked, checksummed snapshot data.
 //! ```
 //!
 //! Reads are served from the segment files (`pread`) through an in-memory index of about 16
@@ -22,13 +24,16 @@
 //! - Entries and hard states are appended to the active segment;
 //!   [`LogStore::sync`](raft_core::LogStore::sync) calls `fdatasync` on it. Concurrent callers
 //!   share one `fdatasync` (group commit): one becomes the leader and syncs everything written so
-//!   far, the others wait for a sync that covers them.
+//!   far, the others wait for a sync that covers them. Once that fdatasync has returned, the
+//!   leader writes the length it covered into the sync watermark file and fdatasyncs that too
+//!   before anyone is acknowledged: two fdatasyncs per group-commit round, whatever its size.
 //! - Catalogue changes (membership, snapshots, sealing a segment) are committed as one sled batch,
 //!   then `flush()`, then `fsync` of every sled file and directory: sled 0.34's flush only calls
 //!   `sync_file_range`, which does not make data durable against power loss (sled issue 1452).
 //!   Catalogue changes are durable when the call returns, before any `sync`.
-//! - A segment is sealed by `fdatasync` before the catalogue records its length; new segment
-//!   files are fsynced together with their directory before use.
+//! - A segment is sealed by `fdatasync` before the catalogue records its length; new files
+//!   (segments, the watermark file) and directories (sled's included) are fsynced together with
+//!   the directory holding them before use.
 //! - Snapshot files are written under a temporary name, fsynced, renamed, and the directory
 //!   fsynced before the catalogue points at them.
 //!
@@ -38,13 +43,14 @@
 //! segment). At open every byte of every segment and of the snapshot file is checked before
 //! anything is repaired or removed; sealed segments must have exactly the length the catalogue
 //! recorded, and a catalogue that lost durable changes is caught by comparing its generation with
-//! the generations the log recorded. In the last segment a bad record that looks torn (the file
-//! ends inside it, or one of its sectors is all zeros) was never acknowledged and is trimmed with
-//! a `tracing` warning, unless a later *sync marker* (a record saying how much of the file an
-//! earlier fdatasync covered) or the catalogue's *watermark* (the same, recorded lazily in sled)
-//! proves it durable. Anything else is [`StorageError::Corrupt`], naming the file, offset and
-//! entry, and the store refuses to open. After [`SledStorage::close`] even the tail must be exact.
-//! See `scan.rs` for the precise rules.
+//! the generations the log recorded. Every acknowledged byte of the last segment lies before the
+//! *sync watermark*, so any damage there, a truncation included, refuses the open. Past it, a
+//! bad record that looks torn (the file ends inside it, or one of its sectors is all zeros) was
+//! never acknowledged and is trimmed with a `tracing` warning, unless a later *sync marker* (a
+//! record saying how much of the file an earlier fdatasync covered) proves it durable. Anything
+//! else is [`StorageError::Corrupt`], naming the file, offset and entry, and the store refuses to
+//! open. After [`SledStorage::close`] even the tail must be exact. See `scan.rs` for the precise
+//! rules.
 //!
 //! # Example
 //!
@@ -78,6 +84,7 @@ mod scan;
 mod snapfile;
 mod stats;
 mod store;
+mod watermark;
 mod write;
 
 #[cfg(any(test, feature = "fuzzing"))]

@@ -14,6 +14,7 @@ use crate::scan::TailPolicy;
 use crate::snapfile;
 use crate::stats::Counters;
 use crate::store::{Active, Inner, Layout, SegFile, SledStorage, State, SyncState};
+use crate::watermark::WatermarkFile;
 use crate::write::new_segment_file;
 use crate::{OpenError, StorageOptions};
 
@@ -149,7 +150,9 @@ fn finish_bootstrap(
         let path = layout.segment_path(seq);
         std::fs::remove_file(&path).map_err(|e| io(&path, e))?;
     }
-    new_segment_file(layout, id, log_start, &Default::default(), loaded.generation, counters)?;
+    let (_, len, _) =
+        new_segment_file(layout, id, log_start, &Default::default(), loaded.generation, counters)?;
+    WatermarkFile::create(&layout.root, id, SegmentLen { seq: log_start, len })?;
     catalogue.commit(Ops::default().phase(Phase::Ready), counters)
 }
 
@@ -235,15 +238,24 @@ pub(crate) fn open(root: &Path, options: StorageOptions) -> Result<SledStorage, 
     let mut report = RecoveryReport::default();
     prepare_dirs(&layout)?;
     let catalogue = Catalogue::open(&layout.catalogue, options.cache_capacity_bytes)?;
+    // sled may just have created `catalogue/`: make its directory entry durable.
+    fsync_dir(&layout.root)?;
     let (identity, loaded) = load_catalogue(&layout, &catalogue, &options, &counters, &mut report)?;
+    let mut watermark = WatermarkFile::open(&layout.root, identity)?;
     if let Some(r) = &loaded.snapshot {
         snapfile::read_file(&layout.snapshots, identity, r)?;
     }
     // Verifies every segment before it repairs or removes anything.
-    let state = recover_log(&layout, &catalogue, identity, &loaded, &counters, &mut report)?;
-    // The active segment was just made durable up to its length.
-    let durable = SegmentLen { seq: state.active.seq, len: state.active.len };
-    catalogue.apply_lazily(Ops::default().watermark(durable))?;
+    let durable = watermark.durable();
+    let state =
+        recover_log(&layout, &catalogue, identity, &loaded, durable, &counters, &mut report)?;
+    // The active segment was just made durable up to its length: record it, so that damage to
+    // what survived the crash is caught from now on.
+    let now_durable = SegmentLen { seq: state.active.seq, len: state.active.len };
+    if now_durable != durable {
+        watermark.record(now_durable)?;
+        counters.add(&counters.watermark_fsyncs, 1);
+    }
     clean_snapshot_dir(&layout, loaded.snapshot.as_ref().map(|r| r.file.as_str()), &mut report)?;
     if loaded.clean_close.is_some() {
         // From now on a crash may leave a torn tail again.
@@ -264,6 +276,7 @@ pub(crate) fn open(root: &Path, options: StorageOptions) -> Result<SledStorage, 
         identity,
         options,
         catalogue,
+        watermark: Mutex::new(watermark),
         state: Mutex::new(state),
         sync: Mutex::new(SyncState::default()),
         synced: Condvar::new(),
@@ -274,8 +287,13 @@ pub(crate) fn open(root: &Path, options: StorageOptions) -> Result<SledStorage, 
     Ok(SledStorage { inner: Arc::new(inner) })
 }
 
-/// How strictly each segment is read, per the catalogue.
-fn policy_for(seq: u64, last: u64, loaded: &Loaded) -> Result<TailPolicy, StorageError> {
+/// How strictly each segment is read, per the catalogue and the sync watermark `durable`.
+fn policy_for(
+    seq: u64,
+    last: u64,
+    loaded: &Loaded,
+    durable: SegmentLen,
+) -> Result<TailPolicy, StorageError> {
     if let Some(&len) = loaded.sealed.get(&seq) {
         return Ok(TailPolicy::Exact { len });
     }
@@ -285,17 +303,40 @@ fn policy_for(seq: u64, last: u64, loaded: &Loaded) -> Result<TailPolicy, Storag
             format!("followed by segment {} but never sealed in the catalogue", seq + 1),
         ));
     }
-    Ok(match (loaded.clean_close, loaded.watermark) {
-        (Some(c), _) if c.seq == seq => TailPolicy::Exact { len: c.len },
-        (_, Some(w)) if w.seq == seq => TailPolicy::Recover { durable_len: w.len },
+    Ok(match loaded.clean_close {
+        Some(c) if c.seq == seq => TailPolicy::Exact { len: c.len },
+        _ if durable.seq == seq => TailPolicy::Recover { durable_len: durable.len },
         _ => TailPolicy::Recover { durable_len: 0 },
     })
+}
+
+/// Checks the sync watermark `durable` against the catalogue and the last segment `last`: the
+/// watermark is never ahead of what the catalogue recorded as durable, nor of the files.
+fn check_watermark(loaded: &Loaded, durable: SegmentLen, last: u64) -> Result<(), StorageError> {
+    let says = format!(
+        "the sync watermark file says the first {} bytes of segment {} were durable",
+        durable.len, durable.seq
+    );
+    if durable.seq > last {
+        let what = format!("segment {}", Layout::segment_name(durable.seq));
+        return Err(corrupt(what, format!("file is missing, but {says}")));
+    }
+    let recorded = match loaded.clean_close {
+        Some(c) if c.seq == durable.seq => Some(("closed cleanly", c.len)),
+        _ => loaded.sealed.get(&durable.seq).map(|&len| ("sealed", len)),
+    };
+    if let Some((how, len)) = recorded.filter(|&(_, len)| len < durable.len) {
+        let detail = format!("segment {} was {how} at {len} bytes, but {says}", durable.seq);
+        return Err(corrupt("sled catalogue", detail));
+    }
+    Ok(())
 }
 
 /// The live segments `log_start..=last` (checked contiguous) and the stale ones before them.
 fn list_live_segments(
     layout: &Layout,
     loaded: &Loaded,
+    durable: SegmentLen,
 ) -> Result<(Vec<u64>, Vec<u64>), StorageError> {
     let log_start =
         loaded.log_start.ok_or_else(|| corrupt("sled catalogue", "no first segment recorded"))?;
@@ -312,6 +353,7 @@ fn list_live_segments(
         let detail = format!("clean close names segment {} but the last is {last}", c.seq);
         return Err(corrupt("sled catalogue", detail));
     }
+    check_watermark(loaded, durable, last)?;
     Ok((live, stale))
 }
 
@@ -321,6 +363,7 @@ fn replay_segments(
     layout: &Layout,
     identity: Identity,
     loaded: &Loaded,
+    durable: SegmentLen,
     seqs: &[u64],
 ) -> Result<Recovered, StorageError> {
     let (first, last) = (seqs[0], seqs[seqs.len() - 1]);
@@ -340,7 +383,7 @@ fn replay_segments(
         });
         for (seq, bytes) in rx {
             let bytes = bytes?;
-            let policy = policy_for(seq, last, loaded)?;
+            let policy = policy_for(seq, last, loaded, durable)?;
             // Only a segment whose creation a crash interrupted, right after sealing the previous.
             let header_may_be_torn = seq == last
                 && seq > first
@@ -373,6 +416,7 @@ fn recover_log(
     catalogue: &Catalogue,
     identity: Identity,
     loaded: &Loaded,
+    durable: SegmentLen,
     counters: &Counters,
     report: &mut RecoveryReport,
 ) -> Result<State, StorageError> {
@@ -380,8 +424,8 @@ fn recover_log(
         .conf_state
         .clone()
         .ok_or_else(|| corrupt("sled catalogue", "no membership recorded"))?;
-    let (seqs, stale) = list_live_segments(layout, loaded)?;
-    let mut rec = replay_segments(layout, identity, loaded, &seqs)?;
+    let (seqs, stale) = list_live_segments(layout, loaded, durable)?;
+    let mut rec = replay_segments(layout, identity, loaded, durable, &seqs)?;
     report.segments = seqs.len();
     report.entry_records = rec.entry_records;
     let hard_state =
@@ -417,7 +461,6 @@ fn recover_log(
         active,
         write_seq: 0,
         failed: None,
-        watermark_at: None,
         closed: false,
     })
 }

@@ -13,12 +13,14 @@
 //!    unsynced pages in any order.
 //! 3. A record whose checksums pass but whose body does not decode is always corruption.
 //!
-//! 4. Anything before the catalogue's *watermark* (a length of the last segment recorded, lazily,
-//!    after an fdatasync covered it) must be intact, and the file at least that long.
+//! 4. Anything before the *sync watermark* must be intact, and the file at least that long. The
+//!    watermark is the length of the last segment that the last completed `sync` covered; it is
+//!    made durable in its own file before that `sync` returns (see `watermark.rs`), so every
+//!    acknowledged byte lies before it.
 //!
-//! So a truncation of the last segment after a crash goes unnoticed only if it cuts no deeper
-//! than the writes since the last watermark; after a clean close even that doubt is gone (see
-//! [`TailPolicy::Exact`]).
+//! So after a crash only bytes that no completed `sync` covered, which were never acknowledged,
+//! can be trimmed; any damage before the watermark, a truncation included, refuses the open. After
+//! a clean close the file must even be exact (see [`TailPolicy::Exact`]).
 //!
 //! Sealed segments, and the last one after a clean close, must be exactly their recorded length
 //! of valid records ([`TailPolicy::Exact`]).
@@ -39,7 +41,7 @@ pub(crate) enum TailPolicy {
     /// The file must be exactly `len` bytes, all valid records.
     Exact { len: u64 },
     /// The last segment after a crash: a torn tail is tolerated, but not before `durable_len`
-    /// (the catalogue's watermark, 0 if none) nor before a sync marker's claim.
+    /// (the sync watermark, 0 if it names an earlier segment) nor before a sync marker's claim.
     Recover { durable_len: u64 },
 }
 
@@ -190,7 +192,8 @@ pub(crate) fn scan_segment(
         };
         if (pos as u64) < durable_len {
             let detail = format!(
-                "{what}, but the catalogue recorded that the first {durable_len} bytes were durable"
+                "{what}, but the sync watermark file says the first {durable_len} bytes were \
+                 durable (acknowledged data is damaged)"
             );
             return Err(corrupt(name, pos, last_entry, detail));
         }
@@ -217,7 +220,8 @@ pub(crate) fn scan_segment(
         && (pos as u64) < durable_len
     {
         let detail = format!(
-            "file is {pos} bytes, but the catalogue recorded that {durable_len} were durable"
+            "file is {pos} bytes, but the sync watermark file says the first {durable_len} bytes \
+             were durable (acknowledged data is missing)"
         );
         return Err(corrupt(name, pos, last_entry, detail));
     }

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub(crate) struct Counters {
     pub(crate) sync_calls: AtomicU64,
     pub(crate) log_fsyncs: AtomicU64,
+    pub(crate) watermark_fsyncs: AtomicU64,
     pub(crate) catalogue_commits: AtomicU64,
     pub(crate) catalogue_fsyncs: AtomicU64,
     pub(crate) snapshot_fsyncs: AtomicU64,
@@ -26,6 +27,7 @@ impl Counters {
         StoreStats {
             sync_calls: g(&self.sync_calls),
             log_fsyncs: g(&self.log_fsyncs),
+            watermark_fsyncs: g(&self.watermark_fsyncs),
             catalogue_commits: g(&self.catalogue_commits),
             catalogue_fsyncs: g(&self.catalogue_fsyncs),
             snapshot_fsyncs: g(&self.snapshot_fsyncs),
@@ -44,6 +46,9 @@ pub struct StoreStats {
     pub sync_calls: u64,
     /// fdatasync calls on segment files (group commit makes this smaller than `sync_calls`).
     pub log_fsyncs: u64,
+    /// fdatasync calls on the sync watermark file: one per group-commit round that made new log
+    /// bytes durable, after the segment's fdatasync and before any caller is acknowledged.
+    pub watermark_fsyncs: u64,
     /// Durable sled commits (flush plus fsync of sled's files).
     pub catalogue_commits: u64,
     /// fsync calls on sled's files and directories.

@@ -18,6 +18,7 @@ use crate::index::{Loc, LogIndex};
 use crate::open::RecoveryReport;
 use crate::snapfile;
 use crate::stats::{Counters, StoreStats};
+use crate::watermark::WatermarkFile;
 use crate::{OpenError, StorageOptions};
 
 /// Directories of a store.
@@ -88,8 +89,6 @@ pub(crate) struct State {
     pub(crate) write_seq: u64,
     /// Set by a failed write or sync: the store refuses further use (reopen to recover).
     pub(crate) failed: Option<String>,
-    /// When the catalogue's watermark was last moved.
-    pub(crate) watermark_at: Option<std::time::Instant>,
     pub(crate) closed: bool,
 }
 
@@ -119,6 +118,8 @@ pub(crate) struct Inner {
     pub(crate) identity: Identity,
     pub(crate) options: StorageOptions,
     pub(crate) catalogue: Catalogue,
+    /// Written by the sync leader only (and by `open`, before anyone else can).
+    pub(crate) watermark: Mutex<WatermarkFile>,
     pub(crate) state: Mutex<State>,
     pub(crate) sync: Mutex<SyncState>,
     pub(crate) synced: Condvar,
@@ -183,10 +184,14 @@ impl SledStorage {
         &self.inner.report
     }
 
-    /// Bytes on disk: segment files, snapshot files and sled's files.
+    /// Bytes on disk: segment files, snapshot files, sled's files and the sync watermark file.
     pub fn disk_usage_bytes(&self) -> u64 {
         let l = &self.inner.layout;
-        dir_size(&l.wal) + dir_size(&l.snapshots) + dir_size(&l.catalogue)
+        let watermark = std::fs::metadata(l.root.join(crate::watermark::WATERMARK_FILE));
+        dir_size(&l.wal)
+            + dir_size(&l.snapshots)
+            + dir_size(&l.catalogue)
+            + watermark.map_or(0, |m| m.len())
     }
 
     /// The directory the store lives in.

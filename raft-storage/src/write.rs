@@ -7,7 +7,6 @@
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use raft_core::{ConfState, Entry, HardState, Index, Snapshot, StorageError};
 
@@ -258,12 +257,10 @@ pub(crate) fn sync(s: &SledStorage) -> Result<(), StorageError> {
     }
 }
 
-/// How often a sync moves the catalogue's watermark (a lazily written, never fsynced record of
-/// how much of the active segment is durable; sled's background flush carries it to disk).
-const WATERMARK_INTERVAL: Duration = Duration::from_millis(200);
-
-/// One fdatasync of the active segment covering every write made so far. Older segments were
-/// fdatasynced when they were sealed.
+/// One fdatasync of the active segment covering every write made so far, then the new durable
+/// length made durable in the sync watermark file, so that a crash can never make recovery take
+/// acknowledged bytes for a torn tail. Older segments were fdatasynced when they were sealed.
+/// Runs without the state lock, so appends go on meanwhile; leaders run one at a time.
 fn lead_sync(s: &SledStorage) -> Result<u64, StorageError> {
     let inner = &*s.inner;
     let (file, seq, len, write_seq) = {
@@ -279,21 +276,22 @@ fn lead_sync(s: &SledStorage) -> Result<u64, StorageError> {
             format!("fdatasync of segment {}: {e}", Layout::segment_name(seq)),
         ));
     }
-    let mut watermark = None;
-    if st.active.seq == seq {
-        st.active.synced_len = st.active.synced_len.max(len);
-        if st.watermark_at.is_none_or(|t| t.elapsed() >= WATERMARK_INTERVAL) {
-            st.watermark_at = Some(Instant::now());
-            watermark = Some(SegmentLen { seq, len: st.active.synced_len });
-        }
+    if st.active.seq != seq {
+        // Rotated meanwhile: sealing fdatasynced the segment and recorded its length durably.
+        return Ok(write_seq);
     }
+    st.active.synced_len = st.active.synced_len.max(len);
+    let durable = SegmentLen { seq, len: st.active.synced_len };
     drop(st);
-    if let Some(w) = watermark
-        && let Err(e) = inner.catalogue.apply_lazily(Ops::default().watermark(w))
-    {
-        // Only the detection of a truncated tail after a crash is weaker for it.
-        tracing::warn!(error = %e, "raft-storage: could not record the durable watermark");
+    let recorded = match inner.watermark.lock() {
+        Ok(w) if w.durable() >= durable => return Ok(write_seq),
+        Ok(mut w) => w.record(durable),
+        Err(_) => Err(StorageError::Io("sync watermark lock poisoned".into())),
+    };
+    if let Err(e) = recorded {
+        return Err(fail(&mut *s.state()?, format!("recording the sync watermark: {e}")));
     }
+    inner.counters.add(&inner.counters.watermark_fsyncs, 1);
     Ok(write_seq)
 }
 

@@ -1,11 +1,18 @@
 //! Corruption tests: bit flips and truncations at random offsets of every kind of file the store
-//! keeps. For the files this crate writes (segments, snapshot data) every change must be refused
-//! at open with a typed error. For sled's own files the store must either refuse to open or read
-//! back exactly what was written: a flip in bytes sled does not use is harmless, wrong data never is.
+//! keeps. For the files this crate writes (segments, snapshot data, the sync watermark) every
+//! change must be refused at open with a typed error. For sled's own files the store must either
+//! refuse to open or read back exactly what was written: a flip in bytes sled does not use is
+//! harmless, wrong data never is.
+//!
+//! The "after a crash" stores are real crash images: a child process (this test binary,
+//! re-executed) writes and syncs, then leaves with `std::process::exit` without closing or
+//! dropping the store, so the files are exactly what a SIGKILL after the last acknowledged `sync`
+//! leaves behind.
 
 #![allow(clippy::print_stdout)]
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use raft_core::testkit::rng::Rng;
 use raft_core::testkit::storage_suite::{assert_same_reads, entries};
@@ -13,6 +20,9 @@ use raft_core::{
     ConfState, HardState, LogStore, MemStorage, Snapshot, SnapshotMeta, Storage, StorageError,
 };
 use raft_storage::{OpenError, SledStorage, StorageOptions};
+
+const CHILD_DIR_ENV: &str = "RAFT_CORRUPTION_CHILD_DIR";
+const CHILD_SCENARIO_ENV: &str = "RAFT_CORRUPTION_CHILD_SCENARIO";
 
 fn options() -> StorageOptions {
     StorageOptions {
@@ -22,39 +32,84 @@ fn options() -> StorageOptions {
     }
 }
 
-/// Builds a store with sealed segments, an active one, a snapshot and a membership, and the
-/// model of what it must read back. `clean` closes it cleanly; otherwise it is dropped after a
-/// sync, as a crash would leave it.
-fn build(dir: &Path, clean: bool) -> MemStorage {
-    let model = MemStorage::default();
-    let store = SledStorage::open(dir, options()).unwrap();
+/// Writes a log with sealed segments, an active one, a snapshot and a membership to `s`, syncing
+/// after every step; the same calls on a `MemStorage` give the model to read back.
+fn write_log<S: LogStore>(s: &S) {
     for from in (1..=800).step_by(20) {
-        let es = entries(from, from + 19, 1 + from / 100);
-        store.append_entries(&es).unwrap();
-        model.append_entries(&es).unwrap();
-        let hs = HardState { term: 1 + from / 100, vote: Some(2), commit: from };
-        store.save_hard_state(&hs).unwrap();
-        model.save_hard_state(&hs).unwrap();
-        store.sync().unwrap();
+        s.append_entries(&entries(from, from + 19, 1 + from / 100)).unwrap();
+        s.save_hard_state(&HardState { term: 1 + from / 100, vote: Some(2), commit: from })
+            .unwrap();
+        s.sync().unwrap();
     }
     let cs = ConfState { voters: vec![1, 2, 3], ..Default::default() };
-    store.save_conf_state(&cs).unwrap();
-    model.save_conf_state(&cs).unwrap();
+    s.save_conf_state(&cs).unwrap();
     let snap = Snapshot {
-        meta: SnapshotMeta { index: 40, term: model.term(40).unwrap(), conf_state: cs },
+        meta: SnapshotMeta { index: 40, term: s.term(40).unwrap(), conf_state: cs },
         data: (0..150_000u32).map(|i| (i % 251) as u8).collect::<Vec<u8>>().into(),
     };
-    store.compact(&snap).unwrap();
-    LogStore::compact(&model, &snap).unwrap();
-    // Past the watermark interval, so the last sync records the whole segment as durable.
-    std::thread::sleep(std::time::Duration::from_millis(250));
-    let es = entries(801, 810, 9);
-    store.append_entries(&es).unwrap();
-    model.append_entries(&es).unwrap();
-    store.sync().unwrap();
-    if clean {
-        store.close().unwrap();
+    s.compact(&snap).unwrap();
+    s.append_entries(&entries(801, 810, 9)).unwrap();
+    s.sync().unwrap();
+}
+
+/// What the child process writes before it "crashes".
+fn child_scenario(scenario: &str, dir: &Path) {
+    let store = match scenario {
+        "log" => {
+            let store = SledStorage::open(dir, options()).unwrap();
+            write_log(&store);
+            store
+        }
+        "acked_tail" | "unsynced_tail" => {
+            let store = SledStorage::open(dir, StorageOptions::new(5, 2)).unwrap();
+            for from in (1..=50).step_by(10) {
+                store.append_entries(&entries(from, from + 9, 1)).unwrap();
+                store.sync().unwrap();
+            }
+            if scenario == "unsynced_tail" {
+                store.append_entries(&entries(51, 58, 1)).unwrap(); // never synced
+            }
+            store
+        }
+        other => panic!("unknown scenario {other}"),
+    };
+    // Leave without closing or dropping the store: what a crash after the last write leaves.
+    let _ = &store;
+    std::process::exit(0);
+}
+
+/// Not a test of its own: the entry point of the child process that makes crash images.
+#[test]
+fn corruption_child_process() {
+    if let Ok(dir) = std::env::var(CHILD_DIR_ENV) {
+        let scenario = std::env::var(CHILD_SCENARIO_ENV).unwrap();
+        child_scenario(&scenario, Path::new(&dir));
     }
+}
+
+/// Runs `scenario` in a child process on `dir` and returns once it has exited.
+fn crash_image(scenario: &str, dir: &Path) {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args(["corruption_child_process", "--exact", "--nocapture", "--test-threads=1"])
+        .env(CHILD_DIR_ENV, dir)
+        .env(CHILD_SCENARIO_ENV, scenario)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "child {scenario}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Builds the store of [`write_log`] in `dir` and returns the model of what it must read back.
+/// `clean` closes it cleanly; otherwise it is the crash image a child process leaves.
+fn build(dir: &Path, clean: bool) -> MemStorage {
+    if clean {
+        let store = SledStorage::open(dir, options()).unwrap();
+        write_log(&store);
+        store.close().unwrap();
+    } else {
+        crash_image("log", dir);
+    }
+    let model = MemStorage::default();
+    write_log(&model);
     model
 }
 
@@ -139,6 +194,8 @@ fn kind(rel: &Path) -> (&'static str, bool) {
         ("segment", true)
     } else if s.starts_with("snapshots/") {
         ("snapshot", true)
+    } else if s == "sync-watermark" {
+        ("watermark", true)
     } else {
         ("sled", false)
     }
@@ -201,58 +258,151 @@ fn every_change_is_detected_after_a_crash() {
     run(false, trials(), 0xBADD15C);
 }
 
-/// Zeroed sectors and cut records at the end of the last segment, as a power loss leaves them
-/// after unacknowledged writes, are trimmed; the same damage before a later sync marker is not.
-#[test]
-fn torn_tails_are_trimmed_but_synced_damage_is_not() {
+/// The crash image of `scenario` in a new directory, and the path of its only segment.
+fn tail_image(scenario: &str) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
-    let store = SledStorage::open(dir.path(), StorageOptions::new(5, 2)).unwrap();
-    store.append_entries(&entries(1, 50, 1)).unwrap();
-    store.sync().unwrap();
-    let seg = files(&dir.path().join("wal")).pop().unwrap();
-    let synced_len = std::fs::metadata(&seg).unwrap().len() as usize;
-    store.append_entries(&entries(51, 58, 1)).unwrap(); // not synced: may be lost
+    crash_image(scenario, dir.path());
+    let segs = files(&dir.path().join("wal"));
+    assert_eq!(segs.len(), 1, "one segment: {segs:?}");
+    let seg = segs[0].clone();
+    (dir, seg)
+}
+
+/// Asserts that opening `dir` is refused as corrupt, naming `seg` and an offset.
+fn assert_refused(dir: &Path, seg: &Path, damage: &str) {
+    let name = seg.file_name().unwrap().to_string_lossy().into_owned();
+    match SledStorage::open(dir, StorageOptions::new(5, 2)) {
+        Err(OpenError::Storage(StorageError::Corrupt { what, detail })) => {
+            assert!(what.contains(&name) && what.contains("offset"), "{damage}: {what}: {detail}");
+        }
+        Err(e) => panic!("{damage}: expected Corrupt naming {name}, got {e}"),
+        Ok(s) => panic!(
+            "{damage}: opened acknowledged data as a torn tail: last_index={} (50 acked), {:?}",
+            s.last_index().unwrap(),
+            s.recovery_report().torn_tail
+        ),
+    }
+}
+
+/// After a crash, damage to the last acknowledged records (those of the very last `sync`) is
+/// refused, not trimmed as a torn tail: the sync watermark file made the synced length durable
+/// before that `sync` returned.
+#[test]
+fn damage_to_the_last_acknowledged_records_is_refused_after_a_crash() {
+    let (dir, seg) = tail_image("acked_tail");
+    let pristine = std::fs::read(&seg).unwrap();
+    // Undamaged, the image opens with every acknowledged entry (checked on a copy: an open that
+    // repairs anything moves the watermark).
+    let copy = tempfile::tempdir().unwrap();
+    copy_dir(dir.path(), copy.path());
+    let store = SledStorage::open(copy.path(), StorageOptions::new(5, 2)).unwrap();
+    assert_eq!(store.entries(1, 51, u64::MAX).unwrap(), entries(1, 50, 1));
+    assert_eq!(store.recovery_report().torn_tail, None);
     drop(store);
-    let written = std::fs::read(&seg).unwrap();
+    // The last record is entry 50: 12 bytes of record header, 18 of entry fields, its payload.
+    let last_len = 12 + 18 + entries(50, 50, 1)[0].data.len();
+    let n = pristine.len();
+    let last = n - last_len;
+    let mut damages: Vec<(String, Vec<u8>)> = Vec::new();
+    for cut in [1, 2, last_len / 2, last_len - 1, last_len, last_len + 1] {
+        damages.push((format!("truncated by {cut} bytes"), pristine[..n - cut].to_vec()));
+    }
+    for at in [last, last + 5, last + 12, last + 20, n - 1] {
+        let mut b = pristine.clone();
+        b[at] ^= 0x10;
+        damages.push((format!("bit flip at offset {at}"), b));
+    }
+    let mut b = pristine.clone();
+    b[(n - 1) / 512 * 512..].fill(0);
+    damages.push(("last sector zeroed".to_string(), b));
+    for (damage, bytes) in damages {
+        std::fs::write(&seg, &bytes).unwrap();
+        assert_refused(dir.path(), &seg, &damage);
+        assert_eq!(std::fs::read(&seg).unwrap(), bytes, "{damage}: the file must be kept as is");
+    }
+}
+
+/// Zeroed sectors and cut records at the end of the last segment, as a power loss leaves them
+/// after unacknowledged writes, are trimmed and reported; the acknowledged entries survive.
+#[test]
+fn unsynced_torn_tails_are_trimmed_after_a_crash() {
+    let (image, image_seg) = tail_image("unsynced_tail");
+    let written = std::fs::read(&image_seg).unwrap();
+    // The unsynced batch (51..=58) is the last 8 records of the file.
+    let unsynced_len = entries(51, 58, 1).iter().map(|e| 12 + 18 + e.data.len()).sum::<usize>();
+    let synced_len = written.len() - unsynced_len;
+    let rel = image_seg.strip_prefix(image.path()).unwrap().to_path_buf();
+    // Each trial starts from the crash image (an open that repairs also moves the watermark).
+    let dir = tempfile::tempdir().unwrap();
+    let seg = dir.path().join(&rel);
+    let open = |bytes: &[u8]| {
+        std::fs::remove_dir_all(dir.path()).unwrap();
+        copy_dir(image.path(), dir.path());
+        std::fs::write(&seg, bytes).unwrap();
+        SledStorage::open(dir.path(), StorageOptions::new(5, 2)).unwrap()
+    };
+    // Cut anywhere in the unsynced batch: it was never acknowledged.
+    for cut in [written.len() - 1, synced_len + unsynced_len / 2, synced_len + 3] {
+        let store = open(&written[..cut]);
+        let report = store.recovery_report().torn_tail.clone().expect("a torn tail was trimmed");
+        assert!(report.offset >= synced_len as u64 && report.bytes > 0, "{report:?}");
+        let last = store.last_index().unwrap();
+        assert!((50..58).contains(&last), "acked entries survive, the torn one does not: {last}");
+        assert_eq!(store.entries(1, last + 1, u64::MAX).unwrap(), entries(1, last, 1));
+        drop(store);
+    }
     // A power loss lost every unsynced sector: the unsynced region reads as zeros.
     let mut torn = written.clone();
     torn[synced_len..].fill(0);
-    std::fs::write(&seg, &torn).unwrap();
-    let store = SledStorage::open(dir.path(), StorageOptions::new(5, 2)).unwrap();
-    assert!(store.recovery_report().torn_tail.is_some());
-    assert_eq!(store.last_index().unwrap(), 50);
+    let store = open(&torn);
+    assert_eq!(
+        store.recovery_report().torn_tail.as_ref().map(|t| t.offset),
+        Some(synced_len as u64)
+    );
     assert_eq!(store.entries(1, 51, u64::MAX).unwrap(), entries(1, 50, 1));
+    assert_eq!(store.last_index().unwrap(), 50);
     drop(store);
-    // Only the last sector of the unsynced write never reached the disk: it reads as it was
-    // before, zeros past the synced data.
+    // Only the last sector of the unsynced write never reached the disk.
     let mut torn = written.clone();
-    let n = torn.len();
-    let from = ((n - 1) / 512 * 512).max(synced_len);
+    let from = ((written.len() - 1) / 512 * 512).max(synced_len);
     torn[from..].fill(0);
-    std::fs::write(&seg, &torn).unwrap();
-    let store = SledStorage::open(dir.path(), StorageOptions::new(5, 2)).unwrap();
+    let store = open(&torn);
     let report = store.recovery_report().torn_tail.clone().expect("a torn tail was trimmed");
     assert!(report.bytes > 0 && report.offset >= synced_len as u64, "{report:?}");
     let last = store.last_index().unwrap();
     assert!((50..58).contains(&last), "synced entries survive, the torn one does not: {last}");
-    assert_eq!(store.entries(1, last + 1, u64::MAX).unwrap(), entries(1, last, 1));
-    store.append_entries(&entries(last + 1, 51, 1)).unwrap();
-    // Writes after the trim land on a clean tail, and a later sync marker vouches for them.
-    store.append_entries(&entries(52, 60, 2)).unwrap();
-    store.sync().unwrap();
-    store.append_entries(&entries(61, 61, 2)).unwrap();
+    // Writes after the trim land on a clean tail, and the watermark covers them once synced.
+    store.append_entries(&entries(last + 1, 61, 2)).unwrap();
     store.sync().unwrap();
     drop(store);
-    // Now zero a sector in the middle of synced data: the marker written after it proves it was
-    // durable, so this is corruption, not a torn write.
     let bytes = std::fs::read(&seg).unwrap();
+    std::fs::write(&seg, &bytes[..bytes.len() - 1]).unwrap();
+    assert_refused(dir.path(), &seg, "acknowledged tail cut after the repair");
+    // A zeroed sector in the middle of synced data is corruption, not a torn write.
     let mut zeroed = bytes.clone();
     let mid = bytes.len() / 2 / 512 * 512;
     zeroed[mid..mid + 512].fill(0);
     std::fs::write(&seg, &zeroed).unwrap();
+    assert_refused(dir.path(), &seg, "zeroed sector in synced data");
+}
+
+/// The sync watermark file is required and checked like every file this crate writes.
+#[test]
+fn damaged_or_missing_watermark_file_is_refused() {
+    let (dir, _) = tail_image("acked_tail");
+    let path = dir.path().join("sync-watermark");
+    let pristine = std::fs::read(&path).unwrap();
+    for at in [0, 40, 511, 512, 4095, 4096, 4100, 4607, 4608, 8191] {
+        let mut b = pristine.clone();
+        b[at] ^= 1;
+        std::fs::write(&path, &b).unwrap();
+        let err = SledStorage::open(dir.path(), StorageOptions::new(5, 2)).unwrap_err();
+        assert!(err.to_string().contains("sync-watermark"), "flip at {at}: {err}");
+    }
+    std::fs::remove_file(&path).unwrap();
     let err = SledStorage::open(dir.path(), StorageOptions::new(5, 2)).unwrap_err();
     assert!(
-        matches!(&err, OpenError::Storage(StorageError::Corrupt { what, .. }) if what.contains(".seg")),
+        err.to_string().contains("sync-watermark") && err.to_string().contains("missing"),
         "{err}"
     );
 }
