@@ -60,8 +60,11 @@
 //!         let storage = MemStorage::new_with_voters(&[1, 2, 3]);
 //!         nodes.push(Node::start(config, storage, transport, Counter::default(), inbox).await?);
 //!     }
-//!     // Wait for a leader, then propose on any node: followers forward to the leader.
-//!     nodes[0].wait_for(Duration::from_secs(10), |s| s.leader.is_some()).await?;
+//!     // Wait until every node knows the leader, then propose on any node: followers forward
+//!     // to the leader (a node that knows no leader answers `NotLeader`; clients retry).
+//!     for node in &nodes {
+//!         node.wait_for(Duration::from_secs(10), |s| s.leader.is_some()).await?;
+//!     }
 //!     assert_eq!(nodes[1].propose("add").await?, "1");
 //!     assert_eq!(nodes[2].propose("add").await?, "2");
 //!     // A linearizable read on any node sees every acknowledged write.

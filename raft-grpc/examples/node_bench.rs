@@ -17,7 +17,7 @@ use hdrhistogram::Histogram;
 use raft_core::runtime::{
     Command, MemNetwork, Node, NodeConfig, StateMachine, StateMachineError, mailbox,
 };
-use raft_core::{Config, ConfState, MemStorage, Role};
+use raft_core::{ConfState, Config, MemStorage, Role};
 use raft_grpc::{GrpcTransport, TransportConfig};
 use raft_storage::{SledStorage, StorageOptions};
 
@@ -51,8 +51,13 @@ struct Args {
 }
 
 fn parse() -> Args {
-    let mut a =
-        Args { disk: false, grpc: false, proposers: vec![1, 16, 256], seconds: 5, value_bytes: 256 };
+    let mut a = Args {
+        disk: false,
+        grpc: false,
+        proposers: vec![1, 16, 256],
+        seconds: 5,
+        value_bytes: 256,
+    };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     for pair in argv.chunks(2) {
         let v = pair.get(1).map(String::as_str).unwrap_or("");
@@ -92,7 +97,9 @@ async fn cluster(args: &Args, dir: &std::path::Path, run: usize) -> Vec<Node> {
             let t = Arc::new(GrpcTransport::new(tc, mb.events.clone()).expect("transport"));
             let listener = tokio::net::TcpListener::bind(&addrs[&id]).await.expect("bind");
             let (server, messages) = (t.clone(), mb.messages.clone());
-            tokio::spawn(async move { server.serve(listener, messages, std::future::pending()).await });
+            tokio::spawn(
+                async move { server.serve(listener, messages, std::future::pending()).await },
+            );
             t
         } else {
             net.join(id, mb)

@@ -88,10 +88,10 @@ async fn leader(nodes: &BTreeMap<NodeId, Running>) -> NodeId {
             .filter(|(_, r)| r.node.status().role == Role::Leader)
             .map(|(id, _)| *id)
             .collect();
-        if let [l] = leaders[..] {
-            if nodes.values().all(|r| r.node.status().leader == Some(l)) {
-                return l;
-            }
+        if let [l] = leaders[..]
+            && nodes.values().all(|r| r.node.status().leader == Some(l))
+        {
+            return l;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

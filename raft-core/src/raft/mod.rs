@@ -56,7 +56,10 @@ pub struct Ready {
 }
 
 impl Ready {
-    /// Whether this batch asks for a durable write (and so an fsync).
+    /// Whether this batch asks for a durable write (and so an fsync). Conservative: a hard state
+    /// that changes only `commit` counts, although a driver that remembers the last durable term
+    /// and vote may write such a hard state without an fsync (the commit index is volatile in
+    /// Raft; after a crash the node resumes from an older commit and learns the rest again).
     pub fn must_sync(&self) -> bool {
         self.hard_state.is_some()
             || !self.entries.is_empty()

@@ -38,7 +38,8 @@ pub struct NodeConfig {
     /// Transport addresses of the initial members (this node included), for nodes that start a
     /// new cluster. Later changes travel through the log.
     pub initial_members: BTreeMap<NodeId, String>,
-    /// How long a graceful shutdown of a leader waits for leadership to move.
+    /// How long a graceful shutdown of a leader waits for leadership to move (at most two
+    /// election timeouts: the core abandons a transfer after one).
     pub shutdown_transfer_timeout: Duration,
 }
 

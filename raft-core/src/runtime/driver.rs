@@ -86,6 +86,8 @@ pub(crate) struct Driver<S: LogStore, T: ?Sized> {
     pub(crate) reads: BTreeMap<u64, (Bytes, Reply<Bytes>)>,
     pub(crate) next_read: u64,
     pub(crate) applied: Index,
+    /// Term and vote of the last hard state handed to the persister with a sync.
+    pub(crate) durable_term_vote: (crate::types::Term, Option<NodeId>),
 }
 
 impl<S, T> Driver<S, T>
@@ -125,6 +127,7 @@ where
         let mut ticker = tokio::time::interval(self.shared.cfg.tick_interval);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
         ticker.tick().await;
+        let mut ticked = false;
         loop {
             tokio::select! {
                 biased;
@@ -156,10 +159,11 @@ where
                 _ = ticker.tick() => {
                     self.raft.tick();
                     self.reads.retain(|_, (_, reply)| !reply.is_closed());
+                    ticked = true;
                 }
             }
             self.handle_ready().await?;
-            self.publish_status();
+            self.publish_status(std::mem::take(&mut ticked));
         }
     }
 
@@ -287,7 +291,18 @@ where
     async fn handle_ready(&mut self) -> Result<(), NodeError> {
         while self.raft.has_ready() {
             let rd = self.raft.ready();
-            let sync = rd.must_sync();
+            // A hard state that changes only `commit` is written but not fsynced: the commit
+            // index is volatile in Raft (a restart may resume from an older one), and etcd skips
+            // that fsync too. Term and vote changes are fsynced before any message depends on them.
+            let term_or_vote = rd.hard_state.map(|hs| (hs.term, hs.vote));
+            let hs_sync = term_or_vote.is_some_and(|tv| tv != self.durable_term_vote);
+            if let Some(tv) = term_or_vote {
+                self.durable_term_vote = tv;
+            }
+            let sync = hs_sync
+                || !rd.entries.is_empty()
+                || rd.snapshot.is_some()
+                || rd.conf_state.is_some();
             self.shared.metrics.ready_batches.inc();
             if !rd.messages.is_empty() {
                 self.transport.send(rd.messages);
@@ -323,7 +338,8 @@ where
         Ok(())
     }
 
-    fn publish_status(&mut self) {
+    /// Publishes the status if it changed; followers' progress is refreshed once per tick.
+    fn publish_status(&mut self, ticked: bool) {
         let raft = &self.raft;
         let st = raft.status();
         let leader = raft.leader_id();
@@ -359,12 +375,11 @@ where
             s.progress = raft.progress();
             true
         });
-        if !changed && st.role == Role::Leader {
-            // Progress changes every round trip; refresh it at most once per applied change.
+        if !changed && ticked && st.role == Role::Leader {
+            // Progress changes every round trip; refresh it once per tick.
             self.status_tx.send_if_modified(|s| {
                 let p = raft.progress();
-                let differs = s.progress.len() != p.len()
-                    || s.progress.iter().zip(&p).any(|(a, b)| a.match_index != b.match_index);
+                let differs = s.progress != p;
                 if differs {
                     s.progress = p;
                 }

@@ -288,6 +288,8 @@ impl Node {
                 })?;
             }
         }
+        let hard_state =
+            storage.initial_state().map_err(|e| NodeError::Fatal(e.to_string()))?.hard_state;
         let raft = Raft::restart(config.raft.clone(), storage.clone(), applied)?;
         let boot = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -350,6 +352,7 @@ impl Node {
             reads: BTreeMap::new(),
             next_read: 0,
             applied,
+            durable_term_vote: (hard_state.term, hard_state.vote),
         };
         tokio::spawn(driver.run());
         tracing::info!(node = id, applied, "node started");
@@ -578,11 +581,18 @@ impl Node {
                 .progress
                 .iter()
                 .filter(|p| s.conf_state.voters.contains(&p.id))
+                .filter(|p| {
+                    // Only a follower heard from recently can take over.
+                    p.ticks_since_heard <= u64::from(self.shared.cfg.raft.election_timeout_ticks)
+                })
                 .max_by_key(|p| (p.match_index, std::cmp::Reverse(p.ticks_since_heard)))
                 .map(|p| p.id);
             if let Some(to) = target {
                 let moved = self.transfer_leadership(to);
-                let timeout = self.shared.cfg.shutdown_transfer_timeout;
+                // The core abandons a transfer after an election timeout; wait a little longer.
+                let cfg = &self.shared.cfg;
+                let election = cfg.tick_interval * cfg.raft.election_timeout_ticks;
+                let timeout = cfg.shutdown_transfer_timeout.min(2 * election);
                 match tokio::time::timeout(timeout, moved).await {
                     Ok(Ok(())) => tracing::info!(node = self.id(), to, "leadership handed over"),
                     _ => tracing::warn!(node = self.id(), to, "leadership transfer did not finish"),

@@ -83,7 +83,7 @@ async fn five_nodes_survive_leader_crashes() {
         crashed.push((l, c.crash(l).await));
         let l2 = c.leader().await;
         assert_ne!(l, l2);
-        assert_eq!(c.propose(l2, &format!("incr after")).await, (round + 1).to_string());
+        assert_eq!(c.propose(l2, "incr after").await, (round + 1).to_string());
         let any = *c.members.keys().next().unwrap();
         let got = c.node(any).read(ReadConsistency::Linearizable, format!("before{round}")).await;
         assert_eq!(got.unwrap(), "x", "a committed write survives its leader");
@@ -295,7 +295,7 @@ async fn invalid_config_is_refused_at_start() {
     let (mb, inbox) = mailbox(16);
     let t = MemNetwork::new().join(1, mb);
     let r = Node::start(cfg, MemStorage::new_with_voters(&[1]), t, Kv::default(), inbox).await;
-    let err = r.err().expect("refused");
+    let err = r.expect_err("refused");
     assert!(err.to_string().contains("max_batch_commands"), "{err}");
 }
 
