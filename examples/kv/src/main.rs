@@ -7,6 +7,9 @@ use clap::{CommandFactory, Parser};
 use raft_kv::cli::{Cli, Command, ServeConfig};
 use tracing_subscriber::EnvFilter;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     // Bad flags: clap prints its message and exits with 2.
     let cli = Cli::parse();

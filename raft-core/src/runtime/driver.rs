@@ -88,6 +88,10 @@ pub(crate) struct Driver<S: LogStore, T: ?Sized> {
     pub(crate) applied: Index,
     /// Term and vote of the last hard state handed to the persister with a sync.
     pub(crate) durable_term_vote: (crate::types::Term, Option<NodeId>),
+    /// The latest hard state not yet written (its change was only to `commit`).
+    pub(crate) lazy_hard_state: Option<crate::types::HardState>,
+    /// Ready numbers handed to the persister and not yet acknowledged, in order.
+    pub(crate) persisting: std::collections::VecDeque<u64>,
 }
 
 impl<S, T> Driver<S, T>
@@ -112,6 +116,10 @@ where
                 break;
             }
         }
+        if let Some(hs) = self.lazy_hard_state.take() {
+            // Best effort: a newer commit index makes the next start faster, nothing more.
+            let _ = self.storage.save_hard_state(&hs).and_then(|()| self.storage.sync());
+        }
         drop(self.apply_tx);
         self.shared.fail_all(&error);
         for (_, (_, reply)) in std::mem::take(&mut self.reads) {
@@ -133,6 +141,9 @@ where
                 biased;
                 Some(done) = self.persisted_rx.recv() => {
                     let number = done?;
+                    while self.persisting.front().is_some_and(|&n| n <= number) {
+                        self.persisting.pop_front();
+                    }
                     self.raft.on_persisted(number)?;
                 }
                 Some(ev) = self.apply_events.recv() => self.on_apply_event(ev)?,
@@ -291,18 +302,20 @@ where
     async fn handle_ready(&mut self) -> Result<(), NodeError> {
         while self.raft.has_ready() {
             let rd = self.raft.ready();
-            // A hard state that changes only `commit` is written but not fsynced: the commit
-            // index is volatile in Raft (a restart may resume from an older one), and etcd skips
-            // that fsync too. Term and vote changes are fsynced before any message depends on them.
+            // A hard state that changes only `commit` is neither fsynced nor even written on its
+            // own: the commit index is volatile in Raft (a restart may resume from an older one;
+            // etcd skips that fsync too). It is written with the next entries or term change.
+            // Term and vote changes are fsynced before any message that depends on them.
             let term_or_vote = rd.hard_state.map(|hs| (hs.term, hs.vote));
             let hs_sync = term_or_vote.is_some_and(|tv| tv != self.durable_term_vote);
             if let Some(tv) = term_or_vote {
                 self.durable_term_vote = tv;
             }
-            let sync = hs_sync
-                || !rd.entries.is_empty()
-                || rd.snapshot.is_some()
-                || rd.conf_state.is_some();
+            let writes_log = !rd.entries.is_empty() || rd.snapshot.is_some();
+            let sync = hs_sync || writes_log || rd.conf_state.is_some();
+            if let Some(hs) = rd.hard_state {
+                self.lazy_hard_state = Some(hs);
+            }
             self.shared.metrics.ready_batches.inc();
             if !rd.messages.is_empty() {
                 self.transport.send(rd.messages);
@@ -315,15 +328,26 @@ where
             if !rd.entries.is_empty() {
                 self.storage.append_entries(&rd.entries).map_err(fatal)?;
             }
-            if let Some(hs) = rd.hard_state {
+            if (hs_sync || writes_log)
+                && let Some(hs) = self.lazy_hard_state.take()
+            {
                 self.storage.save_hard_state(&hs).map_err(fatal)?;
             }
             if let Some(cs) = &rd.conf_state {
                 self.storage.save_conf_state(cs).map_err(fatal)?;
             }
-            let job = PersistJob { number: rd.number, sync, messages: rd.persisted_messages };
-            if self.persist_tx.send(job).await.is_err() {
-                return Err(NodeError::Fatal("the persister stopped".into()));
+            if !sync && self.persisting.is_empty() {
+                // Nothing to make durable and nothing ahead of it: acknowledge here.
+                self.raft.on_persisted(rd.number)?;
+                if !rd.persisted_messages.is_empty() {
+                    self.transport.send(rd.persisted_messages);
+                }
+            } else {
+                self.persisting.push_back(rd.number);
+                let job = PersistJob { number: rd.number, sync, messages: rd.persisted_messages };
+                if self.persist_tx.send(job).await.is_err() {
+                    return Err(NodeError::Fatal("the persister stopped".into()));
+                }
             }
             if !rd.committed_entries.is_empty() {
                 let _ = self.apply_tx.send(ApplyJob::Entries(rd.committed_entries));
@@ -338,54 +362,54 @@ where
         Ok(())
     }
 
-    /// Publishes the status if it changed; followers' progress is refreshed once per tick.
+    /// Publishes the status: at once when the role, term, leader or membership changed; the
+    /// indexes and followers' progress once per tick (so watchers are not woken per entry).
     fn publish_status(&mut self, ticked: bool) {
         let raft = &self.raft;
-        let st = raft.status();
-        let leader = raft.leader_id();
-        let applied = self.applied;
+        let (role, term, leader) = (raft.role(), raft.term(), raft.leader_id());
         let conf_index = raft.conf_state().index;
-        let changed = self.status_tx.send_if_modified(|s| {
-            let same = s.role == st.role
-                && s.term == st.term
-                && s.leader == leader
-                && s.commit_index == st.commit_index
-                && s.applied_index == applied
-                && s.last_index == st.last_index
-                && s.snapshot_index == st.snapshot_index
-                && s.conf_state.index == conf_index
-                && s.conf_state == *raft.conf_state();
-            if same {
-                return false;
-            }
-            if s.role != st.role || s.term != st.term || s.leader != leader {
-                if st.role == Role::Leader && s.role != Role::Leader {
-                    tracing::info!(node = st.id, term = st.term, "became leader");
+        let urgent = {
+            let cur = self.status_tx.borrow();
+            cur.role != role
+                || cur.term != term
+                || cur.leader != leader
+                || cur.conf_state.index != conf_index
+                || cur.stopped.is_some()
+        };
+        if !urgent && !ticked {
+            return;
+        }
+        let st = raft.status();
+        let applied = self.applied;
+        let progress = if role == Role::Leader { raft.progress() } else { Vec::new() };
+        self.status_tx.send_if_modified(|s| {
+            if s.role != role || s.term != term || s.leader != leader {
+                if role == Role::Leader && s.role != Role::Leader {
+                    tracing::info!(node = st.id, term, "became leader");
                 }
                 self.shared.metrics.leader_changes.add(u64::from(s.leader != leader));
             }
-            s.role = st.role;
-            s.term = st.term;
-            s.leader = leader;
-            s.commit_index = st.commit_index;
-            s.applied_index = applied;
-            s.last_index = st.last_index;
-            s.snapshot_index = st.snapshot_index;
-            s.conf_state = raft.conf_state().clone();
-            s.progress = raft.progress();
-            true
+            let next = NodeStatus {
+                id: st.id,
+                role,
+                term,
+                leader,
+                commit_index: st.commit_index,
+                applied_index: applied,
+                last_index: st.last_index,
+                snapshot_index: st.snapshot_index,
+                conf_state: if s.conf_state == *raft.conf_state() {
+                    std::mem::take(&mut s.conf_state)
+                } else {
+                    raft.conf_state().clone()
+                },
+                progress,
+                stopped: None,
+            };
+            let changed = *s != next;
+            *s = next;
+            changed
         });
-        if !changed && ticked && st.role == Role::Leader {
-            // Progress changes every round trip; refresh it once per tick.
-            self.status_tx.send_if_modified(|s| {
-                let p = raft.progress();
-                let differs = s.progress != p;
-                if differs {
-                    s.progress = p;
-                }
-                differs
-            });
-        }
     }
 }
 

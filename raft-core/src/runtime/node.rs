@@ -353,6 +353,8 @@ impl Node {
             next_read: 0,
             applied,
             durable_term_vote: (hard_state.term, hard_state.vote),
+            lazy_hard_state: None,
+            persisting: std::collections::VecDeque::new(),
         };
         tokio::spawn(driver.run());
         tracing::info!(node = id, applied, "node started");
@@ -364,12 +366,28 @@ impl Node {
         self.shared.id
     }
 
-    /// The latest status.
+    /// The latest status (indexes are refreshed once per tick).
     pub fn status(&self) -> NodeStatus {
         self.status.borrow().clone()
     }
 
-    /// A receiver that sees every status change.
+    /// The current term (cheap: no copy of the status).
+    pub fn term(&self) -> Term {
+        self.status.borrow().term
+    }
+
+    /// The leader this node knows of (cheap).
+    pub fn leader(&self) -> Option<NodeId> {
+        self.status.borrow().leader
+    }
+
+    /// This node's role (cheap).
+    pub fn role(&self) -> Role {
+        self.status.borrow().role
+    }
+
+    /// A receiver that sees status changes: role, term, leader and membership at once, the
+    /// indexes and progress once per tick.
     pub fn watch_status(&self) -> watch::Receiver<NodeStatus> {
         self.status.clone()
     }

@@ -53,7 +53,7 @@ impl Ctx {
         Header {
             cluster_id: self.cluster_id,
             member_id: self.member_id,
-            raft_term: self.node.status().term,
+            raft_term: self.node.term(),
         }
     }
 
@@ -128,11 +128,11 @@ impl Ctx {
 
     /// A client to the leader's Cluster service, when this member is not the leader.
     fn leader_client(&self) -> Result<Option<ClusterClient<Channel>>, Status> {
-        let status = self.node.status();
-        if status.role == Role::Leader {
+        if self.node.role() == Role::Leader {
             return Ok(None);
         }
-        let leader = status.leader.ok_or_else(|| Status::unavailable("etcdserver: no leader"))?;
+        let leader =
+            self.node.leader().ok_or_else(|| Status::unavailable("etcdserver: no leader"))?;
         let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(c) = channels.get(&leader) {
             return Ok(Some(ClusterClient::new(c.clone())));
