@@ -38,7 +38,9 @@ pub(crate) const SEGMENT_MAGIC: &[u8; 8] = b"RAFTSEG1";
 /// Length of a segment header.
 pub(crate) const SEGMENT_HEADER_LEN: usize = 48;
 /// Format version written in segment headers, snapshot files, the sync watermark file and the
-/// identity record. Version 2 added the sync watermark file.
+/// identity record. Version 2 added the sync watermark file. Preallocated segments (zeros after
+/// the records of the active segment) did not change it: a segment written before them, which
+/// ends at its last record, reads exactly as it did, and is preallocated when reopened.
 pub(crate) const FORMAT_VERSION: u32 = 2;
 
 /// A decoded log record. Entry payloads are returned as a range into the scanned buffer.

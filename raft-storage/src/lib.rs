@@ -10,6 +10,8 @@
 //!                       crc32c bound to its key.
 //! <dir>/wal/            00000000000000000001.seg, ...: append-only segment files of checksummed
 //!                       records: entries, hard states, sync markers, catalogue generations.
+//!                       The active one is preallocated to `segment_size_bytes` (zeros after
+//!                       its records); sealed ones are cut to exactly their records.
 //! <dir>/sync-watermark  two checksummed 512-byte slots, written alternately: how much of which
 //!                       segment the last completed `sync` made durable.
 //! <dir>/snapshots/      snap-<index>-<term>-<generation>.snap: chunked, checksummed snapshot data.
@@ -27,11 +29,17 @@
 //!   far, the others wait for a sync that covers them. Once that fdatasync has returned, the
 //!   leader writes the length it covered into the sync watermark file and fdatasyncs that too
 //!   before anyone is acknowledged: two fdatasyncs per group-commit round, whatever its size.
+//!   The active segment is preallocated (`fallocate`) when it is created or reopened, so appends
+//!   overwrite allocated blocks and its fdatasync has no file size or extent change to make
+//!   durable (cheaper on ext4); where the file system cannot preallocate, it grows as it is
+//!   written. Its file length is therefore not the end of its records: recovery finds that end
+//!   where only zeros follow, at or past the sync watermark.
 //! - Catalogue changes (membership, snapshots, sealing a segment) are committed as one sled batch,
 //!   then `flush()`, then `fsync` of every sled file and directory: sled 0.34's flush only calls
 //!   `sync_file_range`, which does not make data durable against power loss (sled issue 1452).
 //!   Catalogue changes are durable when the call returns, before any `sync`.
-//! - A segment is sealed by `fdatasync` before the catalogue records its length; new files
+//! - A segment is sealed by cutting off its preallocated space (`set_len`) and `fdatasync`, before
+//!   the catalogue records its length (`close` cuts the active segment the same way); new files
 //!   (segments, the watermark file) and directories (sled's included) are fsynced together with
 //!   the directory holding them before use.
 //! - Snapshot files are written under a temporary name, fsynced, renamed, and the directory
@@ -44,7 +52,8 @@
 //! anything is repaired or removed; sealed segments must have exactly the length the catalogue
 //! recorded, and a catalogue that lost durable changes is caught by comparing its generation with
 //! the generations the log recorded. Every acknowledged byte of the last segment lies before the
-//! *sync watermark*, so any damage there, a truncation included, refuses the open. Past it, a
+//! *sync watermark*, so any damage there, a truncation or zeroed records included, refuses the
+//! open. Past it, only zeros to the end of the file are the end of the records, and a
 //! bad record that looks torn (the file ends inside it, or one of its sectors is all zeros) was
 //! never acknowledged and is trimmed with a `tracing` warning, unless a later *sync marker* (a
 //! record saying how much of the file an earlier fdatasync covered) proves it durable. Anything

@@ -15,7 +15,7 @@ use crate::snapfile;
 use crate::stats::Counters;
 use crate::store::{Active, Inner, Layout, SegFile, SledStorage, State, SyncState};
 use crate::watermark::WatermarkFile;
-use crate::write::new_segment_file;
+use crate::write::{new_segment_file, preallocate};
 use crate::{OpenError, StorageOptions};
 
 /// What [`SledStorage::open`] found and repaired.
@@ -107,6 +107,7 @@ fn finish_bootstrap(
     catalogue: &Catalogue,
     id: Identity,
     loaded: &Loaded,
+    options: &StorageOptions,
     counters: &Counters,
 ) -> Result<(), StorageError> {
     let log_start =
@@ -150,8 +151,15 @@ fn finish_bootstrap(
         let path = layout.segment_path(seq);
         std::fs::remove_file(&path).map_err(|e| io(&path, e))?;
     }
-    let (_, len, _) =
-        new_segment_file(layout, id, log_start, &Default::default(), loaded.generation, counters)?;
+    let (_, len, _) = new_segment_file(
+        layout,
+        options.segment_size_bytes,
+        id,
+        log_start,
+        &Default::default(),
+        loaded.generation,
+        counters,
+    )?;
     WatermarkFile::create(&layout.root, id, SegmentLen { seq: log_start, len })?;
     catalogue.commit(Ops::default().phase(Phase::Ready), counters)
 }
@@ -200,7 +208,7 @@ fn load_catalogue(
     }
     match loaded.phase {
         Some(Phase::Bootstrapping) => {
-            finish_bootstrap(layout, catalogue, expected, &loaded, counters)?;
+            finish_bootstrap(layout, catalogue, expected, &loaded, options, counters)?;
             loaded = catalogue.load()?;
         }
         Some(Phase::Ready) => {}
@@ -248,7 +256,7 @@ pub(crate) fn open(root: &Path, options: StorageOptions) -> Result<SledStorage, 
     // Verifies every segment before it repairs or removes anything.
     let durable = watermark.durable();
     let state =
-        recover_log(&layout, &catalogue, identity, &loaded, durable, &counters, &mut report)?;
+        recover_log(&layout, &catalogue, &options, &loaded, durable, &counters, &mut report)?;
     // The active segment was just made durable up to its length: record it, so that damage to
     // what survived the crash is caught from now on.
     let now_durable = SegmentLen { seq: state.active.seq, len: state.active.len };
@@ -411,15 +419,17 @@ fn replay_segments(
 
 /// Verifies and replays the segments, then (only then) repairs: removes stale segments, trims a
 /// torn tail or replaces an interrupted segment creation, and builds the state.
+/// `options` are those the catalogue's identity was checked against.
 fn recover_log(
     layout: &Layout,
     catalogue: &Catalogue,
-    identity: Identity,
+    options: &StorageOptions,
     loaded: &Loaded,
     durable: SegmentLen,
     counters: &Counters,
     report: &mut RecoveryReport,
 ) -> Result<State, StorageError> {
+    let identity = Identity { cluster_id: options.cluster_id, node_id: options.node_id };
     let conf_state = loaded
         .conf_state
         .clone()
@@ -445,7 +455,8 @@ fn recover_log(
     for &seq in &seqs[..seqs.len() - 1] {
         segments.insert(seq, open_sealed(layout, seq, &rec)?);
     }
-    let ctx = ActiveCtx { layout, identity, loaded, counters, hard_state };
+    let segment_size = options.segment_size_bytes;
+    let ctx = ActiveCtx { layout, identity, loaded, counters, hard_state, segment_size };
     let active =
         open_active(&ctx, &mut rec, *seqs.last().expect("non-empty"), &mut segments, report)?;
     segments.insert(active.seq, SegFile { file: active.file.clone(), seed: active.seed });
@@ -477,6 +488,8 @@ struct ActiveCtx<'a> {
     loaded: &'a Loaded,
     counters: &'a Counters,
     hard_state: HardState,
+    /// Length new and reopened active segments are preallocated to.
+    segment_size: u64,
 }
 
 /// Makes the last segment appendable: trims its torn tail, or replaces it if its creation was
@@ -494,6 +507,7 @@ fn open_active(
     let fresh = |seq: u64| -> Result<Active, StorageError> {
         let (file, len, seed) = new_segment_file(
             c.layout,
+            c.segment_size,
             c.identity,
             seq,
             &c.hard_state,
@@ -527,6 +541,9 @@ fn open_active(
             reason: t.reason.to_string(),
         });
     }
+    // Zeros from the end of the records on (a file cut above, or closed cleanly, or written
+    // before segments were preallocated, is extended again; an allocated one is left as is).
+    preallocate(&f, c.segment_size).map_err(|e| io(&path, e))?;
     // What survived may still be only in the page cache (the process died, not the machine):
     // make it durable before a sync marker can vouch for it.
     f.sync_data().map_err(|e| io(&path, e))?;

@@ -22,8 +22,15 @@
 //! can be trimmed; any damage before the watermark, a truncation included, refuses the open. After
 //! a clean close the file must even be exact (see [`TailPolicy::Exact`]).
 //!
-//! Sealed segments, and the last one after a clean close, must be exactly their recorded length
-//! of valid records ([`TailPolicy::Exact`]).
+//! 5. Segments are preallocated (`write::preallocate`): the last segment's records are followed
+//!    by zeros up to the preallocated size, so its file length says nothing about where the
+//!    records end. At or past the watermark, a position from which the file holds only zeros is
+//!    the end of the records (no torn tail); before the watermark, zeros are damage like any
+//!    other (rule 4). A zeroed record header followed by non-zero bytes is a torn write (rule 1:
+//!    pages are written back in any order), subject to rule 2.
+//!
+//! Sealed segments, and the last one after a clean close, are cut to their records before their
+//! length is recorded, and must be exactly that length of valid records ([`TailPolicy::Exact`]).
 
 use raft_core::StorageError;
 
@@ -91,6 +98,22 @@ fn segment_creation_len() -> usize {
     buf.len()
 }
 
+/// Offset just past the last non-zero byte of `buf` (0 if it is all zeros): everything from
+/// there on was never written, or was preallocated and never written.
+fn written_end(buf: &[u8]) -> usize {
+    const CHUNK: usize = 64;
+    let mut end = buf.len();
+    // Whole chunks first: OR-folding a fixed-size chunk vectorizes; a 64 MiB zero tail takes
+    // milliseconds.
+    while end >= CHUNK && buf[end - CHUNK..end].iter().fold(0u8, |a, &b| a | b) == 0 {
+        end -= CHUNK;
+    }
+    while end > 0 && buf[end - 1] == 0 {
+        end -= 1;
+    }
+    end
+}
+
 /// True if a sector-aligned piece of `buf[range]` is all zeros (offsets are file offsets).
 fn has_zero_piece(buf: &[u8], start: usize, end: usize) -> bool {
     let end = end.min(buf.len());
@@ -130,13 +153,13 @@ pub(crate) fn scan_segment(
             let torn = buf.len() < SEGMENT_HEADER_LEN || has_zero_piece(buf, 0, SEGMENT_HEADER_LEN);
             // The creation write is made durable before anything else is written to the file, so
             // a file longer than that write had a durable header: its damage is corruption.
+            // Preallocated space reads as zeros, so only non-zero bytes count as written.
             let creation_len = segment_creation_len();
-            if torn && buf.len() > creation_len {
+            let written = written_end(buf);
+            if torn && written > creation_len {
                 let detail = format!(
-                    "segment header damaged, but the file holds {} bytes, more than its {} \
-                     bytes of creation: the header had been made durable",
-                    buf.len(),
-                    creation_len
+                    "segment header damaged, but the file holds data up to offset {written}, \
+                     past its {creation_len} bytes of creation: the header had been made durable"
                 );
                 return Err(corrupt(name, 0, 0, detail));
             }
@@ -153,9 +176,17 @@ pub(crate) fn scan_segment(
         }
     };
     let seed = header.seed();
+    let written = written_end(buf);
     let mut pos = SEGMENT_HEADER_LEN;
     let mut last_entry = 0;
     while pos < buf.len() {
+        if let TailPolicy::Recover { durable_len } = policy
+            && pos >= written
+            && pos as u64 >= durable_len
+        {
+            // Only zeros from here on: the end of the records of a preallocated segment (rule 5).
+            break;
+        }
         let at = record_at(&buf[pos..], seed);
         let short = matches!(at, RecordAt::ShortHeader | RecordAt::ShortBody { .. });
         let (torn, what) = match at {
@@ -201,7 +232,7 @@ pub(crate) fn scan_segment(
             let detail = format!("{what}, and the record is fully written (not a torn write)");
             return Err(corrupt(name, pos, last_entry, detail));
         }
-        if let Some((at, d)) = later_marker_covering(buf, pos, seed) {
+        if let Some((at, d)) = later_marker_covering(&buf[..written.max(pos)], buf, pos, seed) {
             let detail = format!(
                 "{what}; the sync marker at offset {at} says the first {d} bytes were durable"
             );
@@ -229,9 +260,16 @@ pub(crate) fn scan_segment(
 }
 
 /// Searches past a bad record at `bad` for a valid sync marker whose durable region includes it.
-fn later_marker_covering(buf: &[u8], bad: usize, seed: Seed) -> Option<(usize, u64)> {
+/// A marker starts with its non-zero length, so only starts inside `written` (a prefix of `buf`
+/// ending at its last non-zero byte) are tried; records are read from `buf`.
+fn later_marker_covering(
+    written: &[u8],
+    buf: &[u8],
+    bad: usize,
+    seed: Seed,
+) -> Option<(usize, u64)> {
     let mut q = bad + 1;
-    while q + RECORD_HEADER_LEN <= buf.len() {
+    while q < written.len() && q + RECORD_HEADER_LEN <= buf.len() {
         match record_at(&buf[q..], seed) {
             RecordAt::Valid { record: Record::Marker { durable_len }, .. }
                 if durable_len > bad as u64 && durable_len <= q as u64 =>
@@ -348,6 +386,34 @@ mod tests {
     }
 
     #[test]
+    fn zeros_after_the_records_end_a_preallocated_segment() {
+        let buf = segment(5, None);
+        let end = buf.len();
+        let mut pre = buf.clone();
+        pre.resize(end + 8192, 0);
+        // At or past the watermark, zeros to the end of the file are the end of the records.
+        for durable_len in [0, end as u64] {
+            let (n, s) = count(&pre, TailPolicy::Recover { durable_len }).unwrap();
+            assert_eq!((n, s.valid_len, s.torn), (5, end as u64, None));
+        }
+        // Before it they are missing acknowledged data.
+        assert!(count(&pre, TailPolicy::Recover { durable_len: end as u64 + 1 }).is_err());
+        let last_start = end - (RECORD_HEADER_LEN + 18 + 700);
+        let mut zeroed = pre.clone();
+        zeroed[last_start..end].fill(0);
+        assert!(count(&zeroed, TailPolicy::Recover { durable_len: end as u64 }).is_err());
+        // A zeroed record header with written bytes after it is a torn write, trimmed.
+        let mut torn = pre.clone();
+        torn[last_start..last_start + RECORD_HEADER_LEN].fill(0);
+        let (n, s) = count(&torn, TailPolicy::Recover { durable_len: 0 }).unwrap();
+        assert_eq!((n, s.valid_len), (4, last_start as u64));
+        assert!(s.torn.is_some());
+        // Preallocated space is never exact.
+        assert!(count(&pre, TailPolicy::Exact { len: end as u64 }).is_err());
+        assert_eq!(written_end(&pre), written_end(&buf));
+    }
+
+    #[test]
     fn torn_header_means_empty_segment() {
         let buf = segment(0, None);
         let (_, s) = count(&buf[..10], TailPolicy::Recover { durable_len: 0 }).unwrap();
@@ -358,5 +424,14 @@ mod tests {
         let mut bad = buf.clone();
         bad[3] ^= 1;
         assert!(count(&bad, TailPolicy::Recover { durable_len: 0 }).is_err());
+        // A preallocated segment whose creation was interrupted: zeros only.
+        assert!(
+            count(&[0u8; 4096], TailPolicy::Recover { durable_len: 0 }).unwrap().1.header.is_none()
+        );
+        // Records after a zeroed header: the header had been durable.
+        let mut written = segment(2, None);
+        written[..SEGMENT_HEADER_LEN].fill(0);
+        written.resize(4096, 0);
+        assert!(count(&written, TailPolicy::Recover { durable_len: 0 }).is_err());
     }
 }

@@ -63,16 +63,34 @@ fn finish_write(inner: &Inner, st: &mut State, buf: &[u8]) -> Result<(), Storage
     Ok(())
 }
 
+/// Allocates the first `len` bytes of `file` (`fallocate`, mode 0: the file grows to `len` if
+/// shorter, reads as zeros past what was written, and existing data is kept), so that appends
+/// up to `len` overwrite allocated blocks and their `fdatasync` has no size or extent change to
+/// make durable. Returns `false`, changing nothing, where the file system cannot preallocate:
+/// the file then grows with each append, as it would without this.
+pub(crate) fn preallocate(file: &File, len: u64) -> std::io::Result<bool> {
+    use rustix::fs::{FallocateFlags, fallocate};
+    use rustix::io::Errno;
+    match fallocate(file, FallocateFlags::empty(), 0, len) {
+        Ok(()) => Ok(true),
+        Err(e) if e == Errno::OPNOTSUPP || e == Errno::NOSYS => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
 fn fdatasync(inner: &Inner, file: &File) -> std::io::Result<()> {
     file.sync_data()?;
     inner.counters.add(&inner.counters.log_fsyncs, 1);
     Ok(())
 }
 
-/// Creates segment file `seq` holding a header, `hard_state` and `generation`, and makes it and
-/// its directory durable. Returns the file, its length and its records' checksum seed.
+/// Creates segment file `seq` holding a header, `hard_state` and `generation`, preallocated to
+/// `preallocate_len` bytes (zeros past the creation write), and makes it and its directory
+/// durable. Returns the file, its logical length (the end of its records) and its records'
+/// checksum seed.
 pub(crate) fn new_segment_file(
     layout: &Layout,
+    preallocate_len: u64,
     identity: Identity,
     seq: u64,
     hard_state: &HardState,
@@ -93,6 +111,9 @@ pub(crate) fn new_segment_file(
         .create_new(true)
         .open(&path)
         .and_then(|f| {
+            // Allocate first: a crash before the header is durable leaves zeros, which recovery
+            // takes for an interrupted creation.
+            preallocate(&f, preallocate_len)?;
             f.write_all_at(&buf, 0)?;
             f.sync_data()?;
             fsync_dir(&layout.wal)?;
@@ -108,6 +129,7 @@ pub(crate) fn new_segment_file(
 fn create_segment(inner: &Inner, st: &mut State, seq: u64) -> Result<(), StorageError> {
     let created = new_segment_file(
         &inner.layout,
+        inner.options.segment_size_bytes,
         inner.identity,
         seq,
         &st.hard_state,
@@ -121,9 +143,21 @@ fn create_segment(inner: &Inner, st: &mut State, seq: u64) -> Result<(), Storage
     Ok(())
 }
 
-/// Seals the active segment (fdatasync, then its exact length in the catalogue) and starts the next.
+/// Cuts the preallocated space off the active segment, so that the file ends at its last record.
+fn trim_preallocation(st: &mut State) -> Result<(), StorageError> {
+    let (seq, len) = (st.active.seq, st.active.len);
+    if let Err(e) = st.active.file.set_len(len) {
+        let name = Layout::segment_name(seq);
+        return Err(fail(st, format!("cutting segment {name} to its {len} bytes of records: {e}")));
+    }
+    Ok(())
+}
+
+/// Seals the active segment (cut to its records, fdatasync, then its exact length in the
+/// catalogue) and starts the next.
 pub(crate) fn rotate(inner: &Inner, st: &mut State) -> Result<(), StorageError> {
     let (seq, len) = (st.active.seq, st.active.len);
+    trim_preallocation(st)?;
     if let Err(e) = fdatasync(inner, &st.active.file) {
         return Err(fail(st, format!("fdatasync of segment {}: {e}", Layout::segment_name(seq))));
     }
@@ -298,6 +332,8 @@ fn lead_sync(s: &SledStorage) -> Result<u64, StorageError> {
 pub(crate) fn close(inner: &Arc<Inner>) -> Result<(), StorageError> {
     let mut st = inner.state.lock().map_err(|_| StorageError::Io("state lock poisoned".into()))?;
     st.check_usable()?;
+    // A cleanly closed segment is checked for its exact length at the next open.
+    trim_preallocation(&mut st)?;
     if let Err(e) = fdatasync(inner, &st.active.file) {
         return Err(fail(&mut st, format!("fdatasync at close: {e}")));
     }

@@ -113,3 +113,88 @@ fn zeroed_header_of_a_written_active_segment_is_refused() {
     }
     assert_eq!(std::fs::metadata(seg).unwrap().len(), before as u64, "file must be kept");
 }
+
+/// Options with segments large enough to leave a preallocated tail after a few records.
+fn prealloc_opts() -> StorageOptions {
+    StorageOptions { segment_size_bytes: 64 << 10, ..opts() }
+}
+
+/// Offset past the last non-zero byte of `b`.
+fn written_len(b: &[u8]) -> usize {
+    b.iter().rposition(|&x| x != 0).map_or(0, |p| p + 1)
+}
+
+/// Appends and syncs `entries` one at a time, then returns a crash image of the store and
+/// the path of its only (active, preallocated) segment in the image.
+fn acked_image(entries: &[Entry]) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SledStorage::open(dir.path(), prealloc_opts()).unwrap();
+    for en in entries {
+        s.append_entries(std::slice::from_ref(en)).unwrap();
+        s.sync().unwrap();
+    }
+    let crash = tempfile::tempdir().unwrap();
+    image(dir.path(), crash.path());
+    drop(s);
+    let segs = files(&crash.path().join("wal"));
+    assert_eq!(segs.len(), 1, "one segment: {segs:?}");
+    let seg = segs[0].clone();
+    (crash, seg)
+}
+
+/// The active segment is preallocated, so a crash leaves its records followed by zeros up to the
+/// segment size. Reopening finds the end of the records where the zeros begin: every
+/// acknowledged entry is there, nothing is reported torn, and appends go on after them.
+#[test]
+fn preallocated_active_segment_with_zeros_after_the_last_record_reopens() {
+    let written: Vec<Entry> = (1..=20).map(|i| e(i, 1, 100)).collect();
+    let (crash, seg) = acked_image(&written);
+    let b = std::fs::read(&seg).unwrap();
+    assert_eq!(b.len() as u64, prealloc_opts().segment_size_bytes, "segment is preallocated");
+    assert!(written_len(&b) < b.len() / 2, "records, then zeros");
+    let s = SledStorage::open(crash.path(), prealloc_opts()).expect("acknowledged data reopens");
+    assert_eq!(s.recovery_report().torn_tail, None);
+    assert_eq!(s.entries(1, 21, u64::MAX).unwrap(), written);
+    s.append_entries(&[e(21, 2, 100)]).unwrap();
+    s.sync().unwrap();
+    let again = tempfile::tempdir().unwrap();
+    image(crash.path(), again.path());
+    drop(s);
+    let len = std::fs::metadata(&seg).unwrap().len();
+    assert_eq!(len, prealloc_opts().segment_size_bytes, "still preallocated after reopening");
+    let s = SledStorage::open(again.path(), prealloc_opts()).unwrap();
+    assert_eq!(s.recovery_report().torn_tail, None);
+    let mut all = written.clone();
+    all.push(e(21, 2, 100));
+    assert_eq!(s.entries(1, 22, u64::MAX).unwrap(), all);
+}
+
+/// Zeros below the sync watermark are damage to acknowledged records, not the end of the
+/// records of a preallocated segment: a zeroed record in the middle, or zeros from a record to
+/// the end of the file, refuse the open, naming the file and offset, and leave the file as is.
+#[test]
+fn zeroed_record_below_the_watermark_is_refused() {
+    let written: Vec<Entry> = (1..=20).map(|i| e(i, 1, 100)).collect();
+    let (crash, seg) = acked_image(&written);
+    let pristine = std::fs::read(&seg).unwrap();
+    // Entry 10's payload is 100 bytes of 10; its record starts 12 + 18 bytes before it.
+    let payload = pristine.windows(100).position(|w| w.iter().all(|&x| x == 10)).unwrap();
+    let (start, end) = (payload - 30, payload + 100);
+    let name = seg.file_name().unwrap().to_str().unwrap().to_owned();
+    for (damage, to) in
+        [("record of entry 10 zeroed", end), ("zeros from entry 10 on", pristine.len())]
+    {
+        let mut b = pristine.clone();
+        b[start..to].fill(0);
+        std::fs::write(&seg, &b).unwrap();
+        match SledStorage::open(crash.path(), prealloc_opts()) {
+            Ok(s) => panic!("{damage}: opened with last_index={}", s.last_index().unwrap()),
+            Err(OpenError::Storage(StorageError::Corrupt { what, detail })) => {
+                let at = format!("offset {start}");
+                assert!(what.contains(&name) && what.contains(&at), "{damage}: {what}: {detail}");
+            }
+            Err(other) => panic!("{damage}: expected Corrupt, got {other}"),
+        }
+        assert_eq!(std::fs::read(&seg).unwrap(), b, "{damage}: the file must be kept as is");
+    }
+}
