@@ -127,8 +127,10 @@ pub async fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
     let mut node_cfg = NodeConfig::new(raft);
     node_cfg.tick_interval = cfg.heartbeat_interval;
     node_cfg.snapshot_entries = cfg.snapshot_count;
-    node_cfg.proposal_timeout = Duration::from_secs(5) + 2 * cfg.election_timeout;
-    node_cfg.read_timeout = node_cfg.proposal_timeout;
+    // etcd's request timeout is 5 s + 2 election timeouts; raft-kv waits longer for writes so
+    // that a delete of a million keys (etcdctl check perf cleans up that way) can finish.
+    node_cfg.proposal_timeout = Duration::from_secs(30) + 2 * cfg.election_timeout;
+    node_cfg.read_timeout = Duration::from_secs(5) + 2 * cfg.election_timeout;
     node_cfg.initial_members = ident.members.clone();
 
     let (mb, inbox) = mailbox(node_cfg.inbound_queue);

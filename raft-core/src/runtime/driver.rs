@@ -137,8 +137,17 @@ where
         ticker.tick().await;
         let mut ticked = false;
         loop {
+            // Biased, in this order: time first (a leader buried in requests must still send
+            // heartbeats, or its followers start elections), then what releases work already in
+            // flight (durability acks, applied entries, peers' messages), and new client
+            // requests last, so that under overload they wait in their bounded queue.
             tokio::select! {
                 biased;
+                _ = ticker.tick() => {
+                    self.raft.tick();
+                    self.reads.retain(|_, (_, reply)| !reply.is_closed());
+                    ticked = true;
+                }
                 Some(done) = self.persisted_rx.recv() => {
                     let number = done?;
                     while self.persisting.front().is_some_and(|&n| n <= number) {
@@ -147,13 +156,6 @@ where
                     self.raft.on_persisted(number)?;
                 }
                 Some(ev) = self.apply_events.recv() => self.on_apply_event(ev)?,
-                req = self.requests.recv() => match req {
-                    // Every handle was dropped: nobody can use the node any more.
-                    None => return Ok(None),
-                    Some(r) => if let Some(reply) = self.on_request(r) {
-                        return Ok(Some(reply));
-                    },
-                },
                 Some(m) = self.messages.recv() => {
                     self.step(m);
                     for _ in 1..MAX_MESSAGES_PER_TURN {
@@ -167,11 +169,13 @@ where
                     TransportEvent::Unreachable(peer) => self.raft.report_unreachable(peer),
                     TransportEvent::Snapshot(peer, status) => self.raft.report_snapshot(peer, status),
                 },
-                _ = ticker.tick() => {
-                    self.raft.tick();
-                    self.reads.retain(|_, (_, reply)| !reply.is_closed());
-                    ticked = true;
-                }
+                req = self.requests.recv() => match req {
+                    // Every handle was dropped: nobody can use the node any more.
+                    None => return Ok(None),
+                    Some(r) => if let Some(reply) = self.on_request(r) {
+                        return Ok(Some(reply));
+                    },
+                },
             }
             self.handle_ready().await?;
             self.publish_status(std::mem::take(&mut ticked));
