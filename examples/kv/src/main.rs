@@ -59,7 +59,13 @@ async fn serve(cfg: ServeConfig) -> ExitCode {
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`).
 fn init_tracing() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(io::stderr).init();
+    // Colours only on a terminal: `up` sends each member's log to a file.
+    let ansi = io::IsTerminal::is_terminal(&io::stderr());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(io::stderr)
+        .init();
 }
 
 /// A flag rule clap cannot check: reported like clap's own errors, with the usage of
