@@ -125,17 +125,7 @@ pub(crate) fn apply(
 
 /// Every node the configuration replicates to: voters of both halves and learners.
 pub(crate) fn members(cs: &ConfState) -> Vec<NodeId> {
-    let mut v: Vec<NodeId> = cs
-        .voters
-        .iter()
-        .chain(&cs.voters_outgoing)
-        .chain(&cs.learners)
-        .chain(&cs.learners_next)
-        .copied()
-        .collect();
-    v.sort_unstable();
-    v.dedup();
-    v
+    cs.members()
 }
 
 #[cfg(test)]

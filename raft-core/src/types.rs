@@ -124,6 +124,22 @@ pub struct ConfState {
 }
 
 impl ConfState {
+    /// Every node the configuration replicates to (voters of both halves and learners),
+    /// ascending, without duplicates.
+    pub fn members(&self) -> Vec<NodeId> {
+        let mut v: Vec<NodeId> = self
+            .voters
+            .iter()
+            .chain(&self.voters_outgoing)
+            .chain(&self.learners)
+            .chain(&self.learners_next)
+            .copied()
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
     /// Encodes the configuration (the payload of an [`EntryKind::ConfChange`] entry: entries carry
     /// the whole resulting configuration, so a node replaying the log needs no earlier state).
     pub fn encode(&self) -> Bytes {

@@ -239,11 +239,7 @@ async fn removed(node: &Node) -> Result<(), ServeError> {
             if let Some(reason) = &s.stopped {
                 return Err(ServeError::Node(NodeError::Fatal(reason.clone())));
             }
-            let cs = &s.conf_state;
-            let member = cs.voters.contains(&id)
-                || cs.learners.contains(&id)
-                || cs.voters_outgoing.contains(&id)
-                || cs.learners_next.contains(&id);
+            let member = s.conf_state.members().contains(&id);
             if was_member && !member {
                 tracing::warn!(
                     member = format!("{id:x}"),
@@ -275,16 +271,7 @@ async fn removed_per_peers(node: &Node) -> bool {
         if peer == id || !m.addr.starts_with("http://") {
             continue;
         }
-        let Ok(endpoint) = tonic::transport::Endpoint::from_shared(m.addr.clone()) else {
-            continue;
-        };
-        let endpoint =
-            endpoint.connect_timeout(Duration::from_secs(1)).timeout(Duration::from_secs(2));
-        let list = async {
-            let mut c = pb::cluster_client::ClusterClient::connect(endpoint).await.ok()?;
-            c.member_list(pb::MemberListRequest { linearizable: false }).await.ok()
-        };
-        if let Some(resp) = list.await.map(tonic::Response::into_inner) {
+        if let Ok(resp) = member_list(&m.addr, false, Duration::from_secs(1)).await {
             let responder = resp.header.map_or(0, |h| h.member_id);
             let ids: Vec<u64> = resp.members.iter().map(|m| m.id).collect();
             if ids.contains(&responder) && !ids.contains(&id) {
@@ -293,6 +280,24 @@ async fn removed_per_peers(node: &Node) -> bool {
         }
     }
     false
+}
+
+/// Asks the member at `url` (a peer or client URL: both serve the Cluster service) for the
+/// member list, within `timeout` to connect and twice that to answer.
+async fn member_list(
+    url: &str,
+    linearizable: bool,
+    timeout: Duration,
+) -> Result<pb::MemberListResponse, String> {
+    let endpoint = tonic::transport::Endpoint::from_shared(url.to_string())
+        .map_err(|e| e.to_string())?
+        .connect_timeout(timeout)
+        .timeout(2 * timeout);
+    let mut client =
+        pb::cluster_client::ClusterClient::connect(endpoint).await.map_err(|e| e.to_string())?;
+    let request = pb::MemberListRequest { linearizable };
+    let response = client.member_list(request).await.map_err(|e| e.message().to_string())?;
+    Ok(response.into_inner())
 }
 
 async fn shutdown_signal() {
@@ -429,24 +434,8 @@ async fn join(cfg: &ServeConfig) -> Result<MemberIdentity, ServeError> {
                 errors.push(format!("{url}: joining over TLS peer URLs is not supported yet"));
                 continue;
             }
-            let endpoint = match tonic::transport::Endpoint::from_shared(url.to_string()) {
-                Ok(e) => e.connect_timeout(Duration::from_secs(3)).timeout(Duration::from_secs(5)),
-                Err(e) => {
-                    errors.push(format!("{url}: {e}"));
-                    continue;
-                }
-            };
-            let list = async {
-                let mut client = pb::cluster_client::ClusterClient::connect(endpoint)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                client
-                    .member_list(pb::MemberListRequest { linearizable: true })
-                    .await
-                    .map_err(|e| e.message().to_string())
-            };
-            let resp = match list.await {
-                Ok(r) => r.into_inner(),
+            let resp = match member_list(&url.to_string(), true, Duration::from_secs(3)).await {
+                Ok(r) => r,
                 Err(e) => {
                     errors.push(format!("{url}: {e}"));
                     continue;

@@ -36,10 +36,12 @@ pub(crate) enum ApplyEvent {
     Fatal(NodeError),
 }
 
-/// Where a response goes once the batch it belongs to is applied.
-enum Pending {
-    /// Response `pos` of the current batch, for `origin`, recorded in `session` if any.
-    InBatch { origin: Origin, pos: usize, session: Option<(u64, u64, Index)> },
+/// Where a response goes once the batch it belongs to is applied: response `pos` of the
+/// current batch, for `origin`, recorded in `session` if any.
+struct Pending {
+    origin: Origin,
+    pos: usize,
+    session: Option<(u64, u64, Index)>,
 }
 
 pub(crate) struct Applier<M, T: ?Sized> {
@@ -251,7 +253,7 @@ impl<M: StateMachine, T: Transport + ?Sized + 'static> Applier<M, T> {
     ) {
         let pos = self.batch.len();
         self.batch.push((index, term, payload));
-        self.pending.push(Pending::InBatch { origin, pos, session });
+        self.pending.push(Pending { origin, pos, session });
     }
 
     /// Applies the commands gathered so far and routes their responses.
@@ -276,7 +278,7 @@ impl<M: StateMachine, T: Transport + ?Sized + 'static> Applier<M, T> {
         drop(commands);
         self.batch.clear();
         for p in std::mem::take(&mut self.pending) {
-            let Pending::InBatch { origin, pos, session } = p;
+            let Pending { origin, pos, session } = p;
             let response = responses[pos].clone();
             if let Some((client, seq, index)) = session {
                 self.tables.sessions.record(client, seq, index, response.clone());
@@ -312,13 +314,7 @@ impl<M: StateMachine, T: Transport + ?Sized + 'static> Applier<M, T> {
 }
 
 pub(crate) fn members_of(cs: &ConfState) -> BTreeSet<NodeId> {
-    cs.voters
-        .iter()
-        .chain(&cs.learners)
-        .chain(&cs.voters_outgoing)
-        .chain(&cs.learners_next)
-        .copied()
-        .collect()
+    cs.members().into_iter().collect()
 }
 
 fn sm_error(e: super::state_machine::StateMachineError) -> NodeError {

@@ -211,7 +211,9 @@ where
     }
 
     fn compact(&mut self, index: Index, data: Bytes) -> Result<(), NodeError> {
-        if index <= self.storage.snapshot().map_err(fatal)?.meta.index {
+        // The core knows where the log starts; reading the stored snapshot (its data too) just
+        // to compare indexes would be wasted I/O.
+        if index <= self.raft.status().snapshot_index {
             return Ok(());
         }
         let meta = self.raft.snapshot_meta(index)?;
@@ -288,6 +290,11 @@ where
                 let _ = reply.send(Err(NodeError::LeaseReadsDisabled));
             }
             ReadConsistency::Lease | ReadConsistency::Linearizable => {
+                if self.reads.len() >= self.shared.cfg.max_pending_requests {
+                    let why = format!("{} reads waiting for the leader", self.reads.len());
+                    let _ = reply.send(Err(NodeError::TooBusy(why)));
+                    return;
+                }
                 self.next_read += 1;
                 let ctx = self.next_read;
                 match self.raft.read_index(Bytes::copy_from_slice(&ctx.to_le_bytes())) {
@@ -378,7 +385,6 @@ where
                 || cur.term != term
                 || cur.leader != leader
                 || cur.conf_state.index != conf_index
-                || cur.stopped.is_some()
         };
         if !urgent && !ticked {
             return;

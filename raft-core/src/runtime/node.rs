@@ -1,7 +1,6 @@
 //! The handle applications use: [`Node`].
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -628,14 +627,5 @@ impl Node {
         }
         // The driver may have been gone already; wait for its final status either way.
         let _ = self.wait_for(Duration::from_secs(3600), |s| s.stopped.is_some()).await;
-    }
-
-    /// Runs `future` unless the node stops first.
-    pub async fn until_stopped<F: Future>(&self, future: F) -> Option<F::Output> {
-        let stopped = self.wait_for(Duration::MAX, |s| s.stopped.is_some());
-        tokio::select! {
-            out = future => Some(out),
-            _ = stopped => None,
-        }
     }
 }

@@ -13,23 +13,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use raft_core::NodeId;
 use raft_core::runtime::{Node, NodeConfig, NodeError};
+use raft_core::testkit::rng::Rng;
 
 use crate::cluster::Cluster;
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 type Nodes = Arc<Mutex<BTreeMap<NodeId, Node>>>;
 
@@ -42,7 +28,7 @@ fn chaos_config(cfg: &mut NodeConfig) {
 /// One client: `requests` increments of its own counter through a session, each retried on
 /// random nodes until answered. Returns the responses in order.
 async fn client(nodes: Nodes, id: u64, requests: u64, seed: u64) -> Vec<Bytes> {
-    let mut rng = Rng(seed ^ id);
+    let mut rng = Rng::new(seed ^ id);
     let pick = |rng: &mut Rng| {
         let n = nodes.lock().unwrap();
         let all: Vec<Node> = n.values().cloned().collect();
@@ -85,7 +71,7 @@ async fn run_seed(seed: u64) {
         (1..=clients).map(|id| tokio::spawn(client(nodes.clone(), id, requests, seed))).collect();
 
     // The nemesis: one fault at a time, for a while, then heal.
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let mut down: Vec<(NodeId, raft_core::MemStorage)> = Vec::new();
     let (mut crashes, mut isolations, mut transfers) = (0, 0, 0);
     for _ in 0..30 {

@@ -13,13 +13,19 @@ use super::services::Ctx;
 
 const MAX_REQUEST_BYTES: usize = 8 << 10;
 
+/// Most connections answered at once; more wait to be accepted.
+const MAX_CONNECTIONS: usize = 64;
+
 /// Serves metrics on `listener` until the task is dropped.
 pub(crate) async fn serve(listener: TcpListener, ctx: Arc<Ctx>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else { return };
         let Ok((stream, _)) = listener.accept().await else { continue };
         let ctx = ctx.clone();
         tokio::spawn(async move {
             let _ = tokio::time::timeout(Duration::from_secs(10), answer(stream, ctx)).await;
+            drop(slot);
         });
     }
 }

@@ -96,17 +96,8 @@ impl Ctx {
         let status = self.node.status();
         let cs = &status.conf_state;
         let table = self.node.members();
-        let mut ids: Vec<NodeId> = cs
-            .voters
-            .iter()
-            .chain(&cs.learners)
-            .chain(&cs.voters_outgoing)
-            .chain(&cs.learners_next)
-            .copied()
-            .collect();
-        ids.sort_unstable();
-        ids.dedup();
-        ids.into_iter()
+        cs.members()
+            .into_iter()
             .map(|id| {
                 let m = table.get(&id);
                 let meta = m.map(|m| MemberMeta::decode(&m.meta)).unwrap_or_default();
