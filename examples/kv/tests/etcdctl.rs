@@ -165,6 +165,17 @@ fn kv_txn_cluster_and_maintenance_calls() {
     want.sort();
     assert_eq!(healthy, want, "{health}");
 
+    // The same with endpoints written as URLs (as etcd's docs do): etcd's Go client then sends
+    // the whole URL as the HTTP/2 :authority, which h2 refused before vendor/h2's patch.
+    let urls: Vec<&str> = cluster.members.iter().map(|m| m.client_url.as_str()).collect();
+    let urls = urls.join(",");
+    assert!(urls.starts_with("http://"), "{urls}");
+    let statuses = endpoint_status(&urls).expect("endpoint status with http:// endpoints");
+    assert!(statuses.iter().all(|s| s.leader == leader), "{statuses:?}");
+    let health = ctl_json(&urls, &["endpoint", "health"]);
+    let healthy = health.as_array().unwrap().iter().filter(|h| h["health"] == true).count();
+    assert_eq!(healthy, 3, "{health}");
+
     // Watch, lease and auth answer Unimplemented at once (never a hang).
     let unimplemented = [
         (vec!["watch", "foo"], "watch API (etcdserverpb.Watch)"),
