@@ -46,6 +46,7 @@ mod write;
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use bytes::Bytes;
 
@@ -73,6 +74,8 @@ pub struct Store {
     applied_index: u64,
     /// How many keys are live at `revision`.
     live_keys: u64,
+    /// Held by a snapshot being built from `db` off the apply thread; compaction waits for it.
+    snapshot_gate: Arc<snapshot::Gate>,
 }
 
 impl std::fmt::Debug for Store {
@@ -115,6 +118,7 @@ impl Store {
             compacted_revision: -1,
             applied_index: 0,
             live_keys: 0,
+            snapshot_gate: Arc::default(),
         })
     }
 
@@ -161,7 +165,22 @@ impl Store {
     /// The whole state (history above the compaction point, revisions, applied index), with a
     /// crc32c checksum. Stores with the same history produce the same bytes.
     pub fn snapshot(&self) -> Result<Bytes, StoreError> {
-        self.build_snapshot()
+        self.snapshot_builder()()
+    }
+
+    /// [`Store::snapshot`] as of now, to be run on another thread while commands go on being
+    /// applied: the history is MVCC (applying only adds records above the current revision), so
+    /// the builder reads the live tree and skips records above the revision it was made at.
+    /// Compaction, which removes records, waits until the builder is done or dropped. The result
+    /// is meaningless if [`Store::restore`] runs meanwhile (the runtime discards it then).
+    pub fn snapshot_builder(&self) -> impl FnOnce() -> Result<Bytes, StoreError> + Send + 'static {
+        let pass = self.snapshot_gate.enter();
+        let (db, revision) = (self.db.clone(), self.revision);
+        let (compacted, applied) = (self.compacted_revision, self.applied_index);
+        move || {
+            let _pass = pass;
+            snapshot::encode(&db, revision, compacted, applied)
+        }
     }
 
     /// Replaces the whole state with a [`Store::snapshot`].
@@ -259,6 +278,8 @@ impl Store {
         if req.revision > self.revision {
             return Err(StoreError::FutureRevision);
         }
+        // A snapshot being built must still see the records this removes.
+        self.snapshot_gate.wait_until_idle();
         let (batch, gone, removed) = self.compaction_batch(req.revision)?;
         self.db.apply_batch(batch).map_err(StoreError::sled("compaction batch"))?;
         for key in gone {

@@ -4,12 +4,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use super::config::NodeError;
-use super::driver::{Reply, blocking};
+use super::driver::{Reply, blocking, offload};
 use super::envelope::{Envelope, Origin, SessionCheck, SnapshotEnvelope};
 use super::node::Shared;
 use super::state_machine::{Command, StateMachine};
@@ -32,7 +33,18 @@ pub(crate) enum ApplyJob {
 
 pub(crate) enum ApplyEvent {
     Applied(Index),
-    Snapshot { index: Index, data: Bytes, reply: Option<Reply<Index>> },
+    /// A snapshot was built at `index`: the driver stores it and compacts the log.
+    Snapshot {
+        index: Index,
+        data: Bytes,
+    },
+    /// The snapshot under way was dropped (a restore replaced the state it was built from).
+    SnapshotAbandoned,
+    /// The driver's storage compaction for the snapshot at `index` finished.
+    Compacted {
+        index: Index,
+        result: Result<(), NodeError>,
+    },
     Fatal(NodeError),
 }
 
@@ -54,6 +66,8 @@ pub(crate) struct Applier<M, T: ?Sized> {
     pub(crate) tables: SnapshotEnvelope,
     /// Members of the configuration as of `applied` (to see who a change removed).
     pub(crate) conf_members: BTreeSet<NodeId>,
+    /// Bumped by every restore: a snapshot built from an older state is dropped.
+    generation: Arc<AtomicU64>,
     /// Reads waiting for the applied index to reach theirs, by (index, arrival).
     pub(crate) queries: BTreeMap<(Index, u64), (Bytes, Reply<Bytes>)>,
     pub(crate) query_seq: u64,
@@ -82,6 +96,7 @@ impl<M: StateMachine, T: Transport + ?Sized + 'static> Applier<M, T> {
             last_snapshot: applied,
             tables,
             conf_members,
+            generation: Arc::new(AtomicU64::new(0)),
             queries: BTreeMap::new(),
             query_seq: 0,
             batch: Vec::new(),
@@ -125,13 +140,39 @@ impl<M: StateMachine, T: Transport + ?Sized + 'static> Applier<M, T> {
         Ok(())
     }
 
+    /// Starts a snapshot at the applied index unless one is under way (a caller asking
+    /// meanwhile is answered with that one). The state machine's builder runs off the apply task
+    /// (see [`StateMachine::snapshot_builder`]); the driver then stores the result and compacts
+    /// the log, and answers the callers.
     fn snapshot(&mut self, reply: Option<Reply<Index>>) -> Result<(), NodeError> {
-        let app = blocking(|| self.sm.snapshot()).map_err(sm_error)?;
-        let mut env = self.tables.clone();
-        env.app = app;
-        self.last_snapshot = self.applied;
-        let event = ApplyEvent::Snapshot { index: self.applied, data: env.encode(), reply };
-        let _ = self.events.send(event);
+        if !self.shared.start_snapshot(reply) {
+            return Ok(());
+        }
+        let build = match blocking(|| self.sm.snapshot_builder()) {
+            Ok(build) => build,
+            Err(e) => {
+                let e = sm_error(e);
+                self.shared.finish_snapshot(Err(e.clone()));
+                return Err(e);
+            }
+        };
+        let (index, mut env) = (self.applied, self.tables.clone());
+        self.last_snapshot = index;
+        let (events, generation) = (self.events.clone(), self.generation.clone());
+        let started = generation.load(Ordering::Acquire);
+        offload(move || {
+            let event = match build() {
+                Err(e) => ApplyEvent::Fatal(sm_error(e)),
+                Ok(_) if generation.load(Ordering::Acquire) != started => {
+                    ApplyEvent::SnapshotAbandoned
+                }
+                Ok(app) => {
+                    env.app = app;
+                    ApplyEvent::Snapshot { index, data: env.encode() }
+                }
+            };
+            let _ = events.send(event);
+        });
         Ok(())
     }
 
@@ -139,6 +180,7 @@ impl<M: StateMachine, T: Transport + ?Sized + 'static> Applier<M, T> {
         let env = SnapshotEnvelope::decode(&snapshot.data).map_err(|e| {
             NodeError::Fatal(format!("snapshot at index {} is invalid: {e}", snapshot.meta.index))
         })?;
+        self.generation.fetch_add(1, Ordering::AcqRel);
         self.sm.restore(&env.app).map_err(sm_error)?;
         for (&id, m) in &env.members {
             if id != self.shared.id {

@@ -81,6 +81,8 @@ pub(crate) struct Driver<S: LogStore, T: ?Sized> {
     /// `Config::max_unapplied_entries`, reads by `NodeConfig::max_pending_requests`.
     pub(crate) apply_tx: mpsc::UnboundedSender<ApplyJob>,
     pub(crate) apply_events: mpsc::UnboundedReceiver<ApplyEvent>,
+    /// For the storage compactions this driver starts off its task.
+    pub(crate) apply_events_tx: mpsc::UnboundedSender<ApplyEvent>,
     pub(crate) status_tx: tokio::sync::watch::Sender<NodeStatus>,
     /// Linearizable reads waiting for the leader's confirmation, by context.
     pub(crate) reads: BTreeMap<u64, (Bytes, Reply<Bytes>)>,
@@ -195,32 +197,46 @@ where
                 self.applied = self.applied.max(index);
                 self.raft.on_applied(index)?;
             }
-            ApplyEvent::Snapshot { index, data, reply } => {
-                let result = self.compact(index, data);
-                if let Some(reply) = reply {
-                    let _ = reply.send(result.clone().map(|()| index));
+            ApplyEvent::Snapshot { index, data } => self.compact(index, data),
+            // The state was replaced by a newer snapshot from the leader meanwhile: that one
+            // is the node's snapshot now.
+            ApplyEvent::SnapshotAbandoned => {
+                self.shared.finish_snapshot(Ok(self.raft.status().snapshot_index));
+            }
+            ApplyEvent::Compacted { index, result } => {
+                if let Err(e) = &result {
+                    self.shared.finish_snapshot(Err(e.clone()));
+                    return Err(e.clone());
                 }
-                // A storage failure while compacting is fatal; a refused index is not.
-                if let Err(NodeError::Fatal(e)) = result {
-                    return Err(NodeError::Fatal(e));
-                }
+                self.shared.metrics.snapshots_taken.inc();
+                tracing::info!(node = self.shared.id, index, "snapshot taken, log compacted");
+                self.shared.finish_snapshot(Ok(index));
             }
             ApplyEvent::Fatal(e) => return Err(e),
         }
         Ok(())
     }
 
-    fn compact(&mut self, index: Index, data: Bytes) -> Result<(), NodeError> {
+    /// Stores the snapshot the applier built at `index` and compacts the log up to it, off this
+    /// task (writing a large snapshot must not hold up ticks and replication); the outcome comes
+    /// back as [`ApplyEvent::Compacted`]. One runs at a time (see `Shared::start_snapshot`).
+    fn compact(&mut self, index: Index, data: Bytes) {
         // The core knows where the log starts; reading the stored snapshot (its data too) just
         // to compare indexes would be wasted I/O.
         if index <= self.raft.status().snapshot_index {
-            return Ok(());
+            self.shared.finish_snapshot(Ok(index));
+            return;
         }
-        let meta = self.raft.snapshot_meta(index)?;
-        self.storage.compact(&Snapshot { meta, data }).map_err(fatal)?;
-        self.shared.metrics.snapshots_taken.inc();
-        tracing::info!(node = self.shared.id, index, "snapshot taken, log compacted");
-        Ok(())
+        let meta = match self.raft.snapshot_meta(index) {
+            Ok(meta) => meta,
+            // Refused (the log moved past it): not fatal.
+            Err(e) => return self.shared.finish_snapshot(Err(e.into())),
+        };
+        let (storage, events) = (self.storage.clone(), self.apply_events_tx.clone());
+        offload(move || {
+            let result = storage.compact(&Snapshot { meta, data }).map_err(fatal);
+            let _ = events.send(ApplyEvent::Compacted { index, result });
+        });
     }
 
     /// Handles a request and whatever else is queued behind it, batching proposals (group
@@ -432,6 +448,15 @@ fn fatal(e: crate::error::StorageError) -> NodeError {
 pub(crate) fn blocking<R>(f: impl FnOnce() -> R) -> R {
     match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
         Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
+/// Runs `f` on a blocking thread on a multi-thread runtime; inline on a current-thread one (the
+/// deterministic tests), where no other task could run meanwhile anyway.
+pub(crate) fn offload(f: impl FnOnce() + Send + 'static) {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => drop(tokio::task::spawn_blocking(f)),
         _ => f(),
     }
 }

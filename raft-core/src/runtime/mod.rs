@@ -15,4 +15,4 @@ pub use config::{NodeConfig, NodeError, ReadConsistency};
 pub use envelope::Member;
 pub use mem::{MemNetwork, MemTransport};
 pub use node::{ClientRequest, Inbox, Mailbox, Node, NodeMetrics, NodeStatus, Session, mailbox};
-pub use state_machine::{Command, StateMachine, StateMachineError};
+pub use state_machine::{Command, SnapshotBuilder, StateMachine, StateMachineError};

@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::apply::{Applier, members_of};
 use super::config::{NodeConfig, NodeError, ReadConsistency};
-use super::driver::{Driver, Request, persister};
+use super::driver::{Driver, Reply, Request, persister};
 use super::envelope::{Envelope, Member, Origin, SnapshotEnvelope};
 use super::state_machine::StateMachine;
 use crate::raft::{PeerProgress, Raft};
@@ -147,6 +147,9 @@ pub(crate) struct Shared {
     waiters: Mutex<BTreeMap<u64, Waiter>>,
     members: RwLock<BTreeMap<NodeId, Member>>,
     pub(crate) metrics: Metrics,
+    /// `Some` while a snapshot is being built or stored (one at a time): the callers of
+    /// [`Node::snapshot`] waiting for it.
+    snapshot_waiters: Mutex<Option<Vec<Reply<Index>>>>,
 }
 
 impl Shared {
@@ -185,6 +188,24 @@ impl Shared {
     pub(crate) fn fail_all(&self, error: &NodeError) {
         for (_, w) in std::mem::take(&mut *self.lock_waiters()) {
             let _ = w.send(Err(error.clone()));
+        }
+        self.finish_snapshot(Err(error.clone()));
+    }
+
+    /// Marks a snapshot as started, unless one is already under way; either way `reply` (if
+    /// any) is answered when the one under way is done. Returns whether this call started it.
+    pub(crate) fn start_snapshot(&self, reply: Option<Reply<Index>>) -> bool {
+        let mut w = self.snapshot_waiters.lock().unwrap_or_else(|e| e.into_inner());
+        let started = w.is_none();
+        w.get_or_insert_with(Vec::new).extend(reply);
+        started
+    }
+
+    /// Ends the snapshot under way (if any) and answers its waiters with `result`.
+    pub(crate) fn finish_snapshot(&self, result: Result<Index, NodeError>) {
+        let waiters = self.snapshot_waiters.lock().unwrap_or_else(|e| e.into_inner()).take();
+        for w in waiters.unwrap_or_default() {
+            let _ = w.send(result.clone());
         }
     }
 
@@ -302,6 +323,7 @@ impl Node {
             waiters: Mutex::new(BTreeMap::new()),
             members: RwLock::new(tables.members.clone()),
             metrics: Metrics::default(),
+            snapshot_waiters: Mutex::new(None),
             cfg: config,
         });
         shared.metrics.applied_index.set(applied);
@@ -322,7 +344,7 @@ impl Node {
             state_machine,
             shared.clone(),
             transport.clone(),
-            apply_events_tx,
+            apply_events_tx.clone(),
             applied,
             tables,
             conf_members,
@@ -347,6 +369,7 @@ impl Node {
             persisted_rx,
             apply_tx,
             apply_events,
+            apply_events_tx,
             status_tx,
             reads: BTreeMap::new(),
             next_read: 0,
@@ -555,7 +578,9 @@ impl Node {
         self.send(Request::Campaign).await
     }
 
-    /// Takes a snapshot at the applied index now and compacts the log; returns its index.
+    /// Takes a snapshot at the applied index now and compacts the log; returns its index once it
+    /// is stored. If a snapshot is already under way, answers when that one is stored (with its
+    /// index); if a snapshot from the leader replaced the state meanwhile, with that one's.
     pub async fn snapshot(&self) -> Result<Index, NodeError> {
         let (reply, rx) = oneshot::channel();
         self.send(Request::Snapshot { reply }).await?;

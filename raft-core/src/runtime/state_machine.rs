@@ -10,6 +10,10 @@ use crate::types::{Index, Term};
 /// part of the application's semantics (a failed compare, a missing key) belong in the response.
 pub type StateMachineError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
+/// Produces a snapshot's data away from the apply task: see
+/// [`StateMachine::snapshot_builder`].
+pub type SnapshotBuilder = Box<dyn FnOnce() -> Result<Bytes, StateMachineError> + Send + 'static>;
+
 /// One committed command, handed to [`StateMachine::apply`] in log order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Command<'a> {
@@ -31,7 +35,9 @@ pub struct Command<'a> {
 /// - **Snapshots are whole.** `snapshot` serializes everything `apply` has changed so far;
 ///   `restore` replaces the whole state with a snapshot's data.
 /// - Methods run on the runtime's apply task, one at a time, never concurrently with each other;
-///   they may block (file I/O is fine) but should not wait on the network.
+///   they may block (file I/O is fine) but should not wait on the network. The one exception is
+///   the builder [`StateMachine::snapshot_builder`] returns, which runs on its own thread while
+///   `apply` goes on.
 pub trait StateMachine: Send + 'static {
     /// Applies committed commands in order and returns one response per command, in the same
     /// order. A command a client retried through a session is not applied twice: the runtime
@@ -44,6 +50,21 @@ pub trait StateMachine: Send + 'static {
 
     /// Serializes the whole state.
     fn snapshot(&mut self) -> Result<Bytes, StateMachineError>;
+
+    /// Starts a snapshot of the state as it is now, to be serialized without holding up `apply`:
+    /// the runtime calls this on the apply task, then runs the returned builder on a blocking
+    /// thread while later commands are applied. The builder must produce exactly the state as of
+    /// this call (what [`StateMachine::snapshot`] would have returned), whatever is applied
+    /// meanwhile; a state machine with cheap point-in-time views (persistent data structures,
+    /// MVCC) implements this to keep large snapshots from stalling the node. If the state is
+    /// replaced by [`StateMachine::restore`] while a builder runs, the runtime discards what the
+    /// builder returns. At most one builder runs at a time.
+    ///
+    /// The default serializes at once with [`StateMachine::snapshot`].
+    fn snapshot_builder(&mut self) -> Result<SnapshotBuilder, StateMachineError> {
+        let data = self.snapshot()?;
+        Ok(Box::new(move || Ok(data)))
+    }
 
     /// Replaces the whole state with `data` from [`StateMachine::snapshot`] (possibly taken on
     /// another node).

@@ -5,11 +5,15 @@
 mod chaos;
 mod cluster;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use cluster::{Cluster, Kv, node_config};
-use raft_core::runtime::{MemNetwork, Node, NodeConfig, NodeError, ReadConsistency, mailbox};
+use raft_core::runtime::{
+    Command, MemNetwork, Node, NodeConfig, NodeError, ReadConsistency, SnapshotBuilder,
+    StateMachine, StateMachineError, mailbox,
+};
 use raft_core::{MemStorage, ReadMode, Role};
 
 fn defaults(_: &mut NodeConfig) {}
@@ -337,4 +341,88 @@ async fn joint_change_replaces_two_voters_at_once() {
     c.converged().await;
     c.assert_same_applied();
     c.shutdown().await;
+}
+
+/// A [`Kv`] whose snapshot builder, run off the apply task, waits until the test opens a gate.
+struct SlowSnapshots {
+    kv: Kv,
+    gate: Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
+}
+
+impl StateMachine for SlowSnapshots {
+    fn apply(&mut self, commands: &[Command<'_>]) -> Result<Vec<Bytes>, StateMachineError> {
+        self.kv.apply(commands)
+    }
+    fn query(&self, query: &[u8]) -> Result<Bytes, StateMachineError> {
+        self.kv.query(query)
+    }
+    fn snapshot(&mut self) -> Result<Bytes, StateMachineError> {
+        self.kv.snapshot()
+    }
+    fn restore(&mut self, data: &[u8]) -> Result<(), StateMachineError> {
+        self.kv.restore(data)
+    }
+    fn snapshot_builder(&mut self) -> Result<SnapshotBuilder, StateMachineError> {
+        let data = self.kv.snapshot()?;
+        let gate = self.gate.clone();
+        Ok(Box::new(move || {
+            let (open, cv) = &*gate;
+            let mut open = open.lock().unwrap();
+            while !*open {
+                open = cv.wait(open).unwrap();
+            }
+            Ok(data)
+        }))
+    }
+}
+
+/// A snapshot being built does not hold up applying (multi-thread runtime, real time): with the
+/// builder stuck, later proposals are still applied; once it finishes the snapshot is stored,
+/// the log compacted, and a restart restores from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn applying_goes_on_while_a_snapshot_is_built() {
+    let gate = Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
+    let storage = MemStorage::new_with_voters(&[1]);
+    let start = |storage: MemStorage, gate| async move {
+        let mut cfg = node_config(1, seed(), &[1]);
+        cfg.snapshot_entries = 10;
+        cfg.proposal_timeout = Duration::from_secs(60);
+        let (mb, inbox) = mailbox(16);
+        let t = MemNetwork::new().join(1, mb);
+        let sm = SlowSnapshots { kv: Kv::default(), gate };
+        Node::start(cfg, storage, t, sm, inbox).await.unwrap()
+    };
+    let node = start(storage.clone(), gate.clone()).await;
+    node.wait_for(Duration::from_secs(60), |s| s.role == Role::Leader).await.unwrap();
+    // The first snapshot starts after 10 applied entries and cannot finish yet; a caller of
+    // `snapshot()` waits for that one.
+    for i in 0..12 {
+        node.propose(format!("set k{i} {i}")).await.unwrap();
+    }
+    let waiting = tokio::spawn({
+        let node = node.clone();
+        async move { node.snapshot().await }
+    });
+    for i in 0..50 {
+        assert_eq!(node.propose("incr n").await.unwrap(), format!("{}", i + 1));
+    }
+    assert_eq!(node.status().snapshot_index, 0, "nothing stored while the builder is stuck");
+    {
+        let (open, cv) = &*gate;
+        *open.lock().unwrap() = true;
+        cv.notify_all();
+    }
+    let index = waiting.await.unwrap().unwrap();
+    assert!((10..=13).contains(&index), "the snapshot under way, at {index}");
+    node.wait_for(Duration::from_secs(60), |s| s.snapshot_index >= index).await.unwrap();
+    // Later snapshots go through too (the gate stays open).
+    let later = node.snapshot().await.unwrap();
+    assert!(later > index + 40, "{later} after {index}");
+    node.stop().await;
+
+    let node = start(storage, gate).await;
+    node.wait_for(Duration::from_secs(60), |s| s.role == Role::Leader).await.unwrap();
+    assert_eq!(node.read(ReadConsistency::Linearizable, "n").await.unwrap(), "50");
+    assert_eq!(node.read(ReadConsistency::Linearizable, "k11").await.unwrap(), "11");
+    node.stop().await;
 }

@@ -2,7 +2,7 @@
 //! member metadata raft-kv replicates beside it.
 
 use bytes::{BufMut, Bytes, BytesMut};
-use raft_core::runtime::{Command, StateMachine, StateMachineError};
+use raft_core::runtime::{Command, SnapshotBuilder, StateMachine, StateMachineError};
 
 use crate::store::{Store, StoreError};
 
@@ -41,6 +41,11 @@ impl StateMachine for KvStateMachine {
 
     fn snapshot(&mut self) -> Result<Bytes, StateMachineError> {
         Ok(self.store.snapshot()?)
+    }
+
+    fn snapshot_builder(&mut self) -> Result<SnapshotBuilder, StateMachineError> {
+        let build = self.store.snapshot_builder();
+        Ok(Box::new(move || Ok(build()?)))
     }
 
     fn restore(&mut self, data: &[u8]) -> Result<(), StateMachineError> {

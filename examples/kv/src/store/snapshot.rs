@@ -10,6 +10,7 @@
 //! The records are the sled layout's own (`layout.rs`); the index is rebuilt from them.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Condvar, Mutex};
 
 use bytes::Bytes;
 
@@ -29,28 +30,71 @@ struct Decoded {
     batch: sled::Batch,
 }
 
-impl Store {
-    pub(super) fn build_snapshot(&self) -> Result<Bytes, StoreError> {
-        let mut e = Enc::default();
-        e.buf.extend_from_slice(MAGIC);
-        e.i64(self.revision);
-        e.i64(self.compacted_revision);
-        e.u64(self.applied_index);
-        let count_at = e.buf.len();
-        e.u64(0);
-        let mut n = 0u64;
-        for item in self.db.scan_prefix([layout::HISTORY]) {
-            let (k, v) = item.map_err(StoreError::sled("snapshot scan"))?;
-            e.bytes(&k);
-            e.bytes(&v);
-            n += 1;
-        }
-        e.buf[count_at..count_at + 8].copy_from_slice(&n.to_le_bytes());
-        let crc = crc32c::crc32c(&e.buf);
-        e.buf.extend_from_slice(&crc.to_le_bytes());
-        Ok(Bytes::from(e.buf))
+/// Counts the snapshot builders alive (see [`Store::snapshot_builder`]); compaction waits for
+/// none.
+#[derive(Debug, Default)]
+pub(super) struct Gate {
+    builders: Mutex<usize>,
+    idle: Condvar,
+}
+
+/// A builder's hold on the [`Gate`], released on drop.
+pub(super) struct Pass(Arc<Gate>);
+
+impl Gate {
+    pub(super) fn enter(self: &Arc<Self>) -> Pass {
+        *self.builders.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        Pass(self.clone())
     }
 
+    pub(super) fn wait_until_idle(&self) {
+        let mut n = self.builders.lock().unwrap_or_else(|e| e.into_inner());
+        while *n > 0 {
+            n = self.idle.wait(n).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+impl Drop for Pass {
+    fn drop(&mut self) {
+        *self.0.builders.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+        self.0.idle.notify_all();
+    }
+}
+
+/// Encodes the state at `revision` from `db`, which may hold newer records (skipped).
+pub(super) fn encode(
+    db: &sled::Db,
+    revision: i64,
+    compacted_revision: i64,
+    applied_index: u64,
+) -> Result<Bytes, StoreError> {
+    let mut e = Enc::default();
+    e.buf.extend_from_slice(MAGIC);
+    e.i64(revision);
+    e.i64(compacted_revision);
+    e.u64(applied_index);
+    let count_at = e.buf.len();
+    e.u64(0);
+    let mut n = 0u64;
+    for item in db.scan_prefix([layout::HISTORY]) {
+        let (k, v) = item.map_err(StoreError::sled("snapshot scan"))?;
+        let (_, _, rev) = layout::split_history_key(&k)
+            .ok_or_else(|| StoreError::Corrupt("bad history key".into()))?;
+        if rev > revision {
+            continue;
+        }
+        e.bytes(&k);
+        e.bytes(&v);
+        n += 1;
+    }
+    e.buf[count_at..count_at + 8].copy_from_slice(&n.to_le_bytes());
+    let crc = crc32c::crc32c(&e.buf);
+    e.buf.extend_from_slice(&crc.to_le_bytes());
+    Ok(Bytes::from(e.buf))
+}
+
+impl Store {
     pub(super) fn install_snapshot(&mut self, data: &[u8]) -> Result<(), StoreError> {
         let decoded = decode(data)?;
         self.db.clear().map_err(StoreError::sled("clear"))?;

@@ -265,6 +265,50 @@ fn snapshot_restore_gives_the_same_store() {
 }
 
 #[test]
+fn a_snapshot_builder_gives_the_snapshot_of_when_it_was_made() {
+    // Run while another thread applies random commands (compactions among them, which must
+    // wait for it), a builder still produces exactly the snapshot of its moment.
+    for seed in 0..8 {
+        let (mut s, _) = random_store(100 + seed, 200);
+        let want = s.snapshot().unwrap();
+        let build = s.snapshot_builder();
+        let writer = std::thread::spawn(move || {
+            let mut rng = Rng(seed);
+            for i in 0..200u64 {
+                let cmd = random_command(&mut rng, s.revision());
+                s.apply(201 + i, &cmd.encode()).unwrap();
+            }
+            s
+        });
+        let got = build().unwrap();
+        let s = writer.join().unwrap();
+        assert_eq!(got, want, "seed {seed}");
+        assert_ne!(s.snapshot().unwrap(), want, "seed {seed}: the writer changed nothing");
+    }
+}
+
+#[test]
+fn compaction_waits_for_a_snapshot_builder() {
+    let (mut s, _) = random_store(5, 300);
+    let want = s.snapshot().unwrap();
+    let build = s.snapshot_builder();
+    let (done_tx, done) = std::sync::mpsc::channel();
+    let revision = s.revision() - 1;
+    let compactor = std::thread::spawn(move || {
+        s.compact(&CompactionRequest { revision }).unwrap();
+        done_tx.send(()).unwrap();
+        s
+    });
+    // Cannot pass spuriously: with the builder alive the compaction can never finish.
+    let waited = done.recv_timeout(std::time::Duration::from_millis(200));
+    assert!(waited.is_err(), "compaction ran while a snapshot builder was alive");
+    assert_eq!(build().unwrap(), want);
+    done.recv().unwrap();
+    let s = compactor.join().unwrap();
+    assert_eq!(s.compacted_revision(), revision);
+}
+
+#[test]
 fn corrupt_snapshots_are_refused() {
     let (s, _) = random_store(11, 50);
     let snap = s.snapshot().unwrap().to_vec();
