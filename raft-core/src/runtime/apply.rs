@@ -10,7 +10,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use super::config::NodeError;
-use super::driver::{Reply, blocking, offload};
+use super::driver::{Reply, offload};
 use super::envelope::{Envelope, Origin, SessionCheck, SnapshotEnvelope};
 use super::node::Shared;
 use super::state_machine::{Command, StateMachine};
@@ -105,12 +105,31 @@ impl<M: StateMachine, T: Transport + ?Sized + 'static> Applier<M, T> {
         }
     }
 
+    /// As a task (current-thread runtimes: the deterministic tests).
     pub(crate) async fn run(mut self, mut jobs: mpsc::UnboundedReceiver<ApplyJob>) {
         while let Some(job) = jobs.recv().await {
-            if let Err(e) = self.handle(job) {
+            if !self.handle_or_stop(job) {
+                return;
+            }
+        }
+    }
+
+    /// On a thread of its own (multi-thread runtimes): state machine calls may block.
+    pub(crate) fn run_blocking(mut self, mut jobs: mpsc::UnboundedReceiver<ApplyJob>) {
+        while let Some(job) = jobs.blocking_recv() {
+            if !self.handle_or_stop(job) {
+                return;
+            }
+        }
+    }
+
+    fn handle_or_stop(&mut self, job: ApplyJob) -> bool {
+        match self.handle(job) {
+            Ok(()) => true,
+            Err(e) => {
                 tracing::error!(node = self.shared.id, error = %e, "apply failed; stopping");
                 let _ = self.events.send(ApplyEvent::Fatal(e));
-                return;
+                false
             }
         }
     }
@@ -119,7 +138,7 @@ impl<M: StateMachine, T: Transport + ?Sized + 'static> Applier<M, T> {
         match job {
             ApplyJob::Entries(entries) => {
                 let Some(last) = entries.last().map(|e| e.index) else { return Ok(()) };
-                blocking(|| self.apply_entries(entries))?;
+                self.apply_entries(entries)?;
                 self.applied = last;
                 self.shared.metrics.applied_index.set(last);
                 let _ = self.events.send(ApplyEvent::Applied(last));
@@ -129,7 +148,7 @@ impl<M: StateMachine, T: Transport + ?Sized + 'static> Applier<M, T> {
                     self.snapshot(None)?;
                 }
             }
-            ApplyJob::Restore(snapshot) => blocking(|| self.restore(snapshot))?,
+            ApplyJob::Restore(snapshot) => self.restore(snapshot)?,
             ApplyJob::Query { index, query, reply } => {
                 self.query_seq += 1;
                 self.queries.insert((index, self.query_seq), (query, reply));
@@ -148,7 +167,7 @@ impl<M: StateMachine, T: Transport + ?Sized + 'static> Applier<M, T> {
         if !self.shared.start_snapshot(reply) {
             return Ok(());
         }
-        let build = match blocking(|| self.sm.snapshot_builder()) {
+        let build = match self.sm.snapshot_builder() {
             Ok(build) => build,
             Err(e) => {
                 let e = sm_error(e);

@@ -1,7 +1,8 @@
 //! The driver task: owns the core, steps it with everything that arrives, and carries out each
 //! `Ready` in the order the core prescribes. It makes no protocol decisions.
 //!
-//! Stages (each a task, joined by queues):
+//! Stages (joined by queues; on a multi-thread runtime the persister and the applier run on
+//! threads of their own, on a current-thread runtime every stage is a task):
 //! - **driver** (this file): ticks, messages, client requests → core; writes entries and hard
 //!   state to storage (visible, not yet durable) and hands each batch to the persister; hands
 //!   committed entries and confirmed reads to the applier.
@@ -443,15 +444,6 @@ fn fatal(e: crate::error::StorageError) -> NodeError {
     NodeError::Fatal(e.to_string())
 }
 
-/// Runs blocking work (fsync, state machine calls) without stalling other tasks on a
-/// multi-threaded runtime; inline on a current-thread runtime (tests with a paused clock).
-pub(crate) fn blocking<R>(f: impl FnOnce() -> R) -> R {
-    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
-        _ => f(),
-    }
-}
-
 /// Runs `f` on a blocking thread on a multi-thread runtime; inline on a current-thread one (the
 /// deterministic tests), where no other task could run meanwhile anyway.
 pub(crate) fn offload(f: impl FnOnce() + Send + 'static) {
@@ -461,39 +453,63 @@ pub(crate) fn offload(f: impl FnOnce() + Send + 'static) {
     }
 }
 
-/// The persister task: group commit. Every job that queued up while the previous `sync` ran is
+/// The persister: group commit. Every job that queued up while the previous `sync` ran is
 /// covered by one `sync`; then the messages that waited for durability go out and the batches
-/// are acknowledged, in order.
-pub(crate) async fn persister<S, T>(
-    storage: S,
-    transport: Arc<T>,
-    shared: Arc<Shared>,
-    mut jobs: mpsc::Receiver<PersistJob>,
-    done: mpsc::UnboundedSender<Result<u64, NodeError>>,
-) where
+/// are acknowledged, in order. On a multi-thread runtime it has its own thread
+/// ([`Persister::run_blocking`]), so an fsync neither blocks nor hands off a runtime worker; on a
+/// current-thread runtime (the deterministic tests) it is a task ([`Persister::run`]).
+pub(crate) struct Persister<S, T: ?Sized> {
+    pub(crate) storage: S,
+    pub(crate) transport: Arc<T>,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) done: mpsc::UnboundedSender<Result<u64, NodeError>>,
+}
+
+impl<S, T> Persister<S, T>
+where
     S: LogStore + Send + Sync + 'static,
     T: Transport + ?Sized + 'static,
 {
-    let mut batch = Vec::new();
-    while let Some(first) = jobs.recv().await {
-        batch.push(first);
-        while let Ok(job) = jobs.try_recv() {
-            batch.push(job);
-        }
-        if batch.iter().any(|j| j.sync) {
-            if let Err(e) = blocking(|| storage.sync()) {
-                let _ = done.send(Err(NodeError::Fatal(format!("fsync failed: {e}"))));
+    pub(crate) async fn run(self, mut jobs: mpsc::Receiver<PersistJob>) {
+        let mut batch = Vec::new();
+        while let Some(first) = jobs.recv().await {
+            batch.push(first);
+            while let Ok(job) = jobs.try_recv() {
+                batch.push(job);
+            }
+            if !self.round(&mut batch) {
                 return;
             }
-            shared.metrics.fsyncs.inc();
+        }
+    }
+
+    pub(crate) fn run_blocking(self, mut jobs: mpsc::Receiver<PersistJob>) {
+        let mut batch = Vec::new();
+        while let Some(first) = jobs.blocking_recv() {
+            batch.push(first);
+            while let Ok(job) = jobs.try_recv() {
+                batch.push(job);
+            }
+            if !self.round(&mut batch) {
+                return;
+            }
+        }
+    }
+
+    /// Syncs, sends and acknowledges `batch` (emptied); false when the persister must stop.
+    fn round(&self, batch: &mut Vec<PersistJob>) -> bool {
+        if batch.iter().any(|j| j.sync) {
+            if let Err(e) = self.storage.sync() {
+                let _ = self.done.send(Err(NodeError::Fatal(format!("fsync failed: {e}"))));
+                return false;
+            }
+            self.shared.metrics.fsyncs.inc();
         }
         let number = batch.last().map_or(0, |j| j.number);
         let messages: Vec<Message> = batch.drain(..).flat_map(|j| j.messages).collect();
         if !messages.is_empty() {
-            transport.send(messages);
+            self.transport.send(messages);
         }
-        if done.send(Ok(number)).is_err() {
-            return;
-        }
+        self.done.send(Ok(number)).is_ok()
     }
 }

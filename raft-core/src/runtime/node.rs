@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::apply::{Applier, members_of};
 use super::config::{NodeConfig, NodeError, ReadConsistency};
-use super::driver::{Driver, Reply, Request, persister};
+use super::driver::{Driver, Persister, Reply, Request};
 use super::envelope::{Envelope, Member, Origin, SnapshotEnvelope};
 use super::state_machine::StateMachine;
 use crate::raft::{PeerProgress, Raft};
@@ -349,14 +349,35 @@ impl Node {
             tables,
             conf_members,
         );
-        tokio::spawn(applier.run(apply_rx));
-        tokio::spawn(persister(
-            storage.clone(),
-            transport.clone(),
-            shared.clone(),
-            persist_rx,
-            persisted_tx,
-        ));
+        let persister = Persister {
+            storage: storage.clone(),
+            transport: transport.clone(),
+            shared: shared.clone(),
+            done: persisted_tx,
+        };
+        let runtime = tokio::runtime::Handle::current();
+        if runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread {
+            tokio::spawn(applier.run(apply_rx));
+            tokio::spawn(persister.run(persist_rx));
+        } else {
+            // Threads of their own: fsyncs and state machine calls block without holding up
+            // (or handing off) a runtime worker. Both end when the driver drops their queues.
+            let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
+                std::thread::Builder::new()
+                    .name(format!("raft-{name}"))
+                    .spawn(f)
+                    .map(drop)
+                    .map_err(|e| NodeError::Fatal(format!("cannot start the {name} thread: {e}")))
+            };
+            spawn(
+                "apply",
+                Box::new(move || {
+                    let _runtime = runtime.enter();
+                    applier.run_blocking(apply_rx)
+                }),
+            )?;
+            spawn("persist", Box::new(move || persister.run_blocking(persist_rx)))?;
+        }
         let driver = Driver {
             raft,
             storage,
