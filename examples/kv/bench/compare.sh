@@ -24,9 +24,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
-CLIENT_PORTS=(42379 42389 42399)
-PEER_PORTS=(42380 42390 42400)
-ENDPOINTS="127.0.0.1:42379,127.0.0.1:42389,127.0.0.1:42399"
+# Below the kernel's ephemeral range (32768-60999 by default): a port in that range can be
+# taken as the local port of a member's outgoing connection before the member meant to listen
+# on it has started (seen here: "Address already in use").
+CLIENT_PORTS=(22379 22389 22399)
+PEER_PORTS=(22380 22390 22400)
+ENDPOINTS="127.0.0.1:22379,127.0.0.1:22389,127.0.0.1:22399"
 
 start() { # system
     local system=$1 cluster="" i

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use common::{
     CTL_LIMIT, Cluster, WAIT, ctl, ctl_in, ctl_json, ctl_retry, endpoint_status, etcdctl,
-    have_etcdctl, machine_exclusive, machine_shared, parse_json, wait_for,
+    have_etcdctl, http_get, machine_exclusive, machine_shared, parse_json, wait_for,
 };
 
 /// `put key value -w json`; returns the revision of the write.
@@ -164,6 +164,24 @@ fn kv_txn_cluster_and_maintenance_calls() {
         cluster.members.iter().map(|m| (m.endpoint(), true)).collect();
     want.sort();
     assert_eq!(healthy, want, "{health}");
+
+    // --listen-metrics-urls: etcd's /health and Prometheus metrics under etcd's names.
+    let mut leaders = 0;
+    for m in &cluster.members {
+        let (code, body) = http_get(&m.metrics_url, "/health");
+        assert_eq!((code, body.as_str()), (200, r#"{"health":"true"}"#), "{}", m.name);
+        let (code, metrics) = http_get(&m.metrics_url, "/metrics");
+        assert_eq!(code, 200, "{metrics}");
+        let value = |name: &str| -> i64 {
+            let value = metrics.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' '));
+            value.and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{name}: {metrics}"))
+        };
+        assert_eq!(value("etcd_server_has_leader"), 1, "{metrics}");
+        assert_eq!(value("etcd_debugging_mvcc_current_revision"), last_revision, "{metrics}");
+        leaders += value("etcd_server_is_leader");
+    }
+    assert_eq!(leaders, 1, "exactly one member reports itself leader");
+    assert_eq!(http_get(&cluster.members[0].metrics_url, "/nothing").0, 404);
 
     // The same with endpoints written as URLs (as etcd's docs do): etcd's Go client then sends
     // the whole URL as the HTTP/2 :authority, which h2 refused before vendor/h2's patch.

@@ -216,6 +216,19 @@ pub(crate) fn endpoint_status(endpoints: &str) -> Result<Vec<Status>, String> {
 
 /// A port nobody listened on a moment ago. The listener is returned so that a caller picking
 /// several ports does not get the same one twice; drop it before the port is used.
+/// `GET path` from an `http://host:port` base URL: the status code and the body.
+pub(crate) fn http_get(base: &str, path: &str) -> (u16, String) {
+    let addr = base.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect to the metrics URL");
+    stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read the HTTP response");
+    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+    let code = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).expect("a status");
+    (code, body.to_string())
+}
+
 fn free_port() -> (u16, TcpListener) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     (listener.local_addr().unwrap().port(), listener)
@@ -226,6 +239,8 @@ pub(crate) struct Member {
     pub(crate) name: String,
     pub(crate) client_url: String,
     pub(crate) peer_url: String,
+    /// `--listen-metrics-urls` (`/metrics`, `/health`).
+    pub(crate) metrics_url: String,
     data_dir: PathBuf,
     log: PathBuf,
     initial_cluster: String,
@@ -318,10 +333,12 @@ impl Cluster {
     ) {
         let data_dir = self.dir.path().join(&name);
         let log = self.dir.path().join(format!("{name}.log"));
+        let metrics_url = format!("http://127.0.0.1:{}", free_port().0);
         self.members.push(Member {
             name,
             client_url,
             peer_url,
+            metrics_url,
             data_dir,
             log,
             initial_cluster,
@@ -351,6 +368,7 @@ impl Cluster {
             .args(["--initial-cluster", &m.initial_cluster])
             .args(["--initial-cluster-state", m.initial_cluster_state])
             .args(["--initial-cluster-token", &token])
+            .args(["--listen-metrics-urls", &m.metrics_url])
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
