@@ -75,6 +75,8 @@ pub(crate) struct Applier<M, T: ?Sized> {
     batch: Vec<(Index, u64, Bytes)>,
     pending: Vec<Pending>,
     batch_sessions: BTreeSet<u64>,
+    /// This node's proposals answered by the entries being applied.
+    answered_own: Vec<u64>,
 }
 
 impl<M: StateMachine, T: Transport + ?Sized + 'static> Applier<M, T> {
@@ -102,6 +104,7 @@ impl<M: StateMachine, T: Transport + ?Sized + 'static> Applier<M, T> {
             batch: Vec::new(),
             pending: Vec::new(),
             batch_sessions: BTreeSet::new(),
+            answered_own: Vec::new(),
         }
     }
 
@@ -139,6 +142,7 @@ impl<M: StateMachine, T: Transport + ?Sized + 'static> Applier<M, T> {
             ApplyJob::Entries(entries) => {
                 let Some(last) = entries.last().map(|e| e.index) else { return Ok(()) };
                 self.apply_entries(entries)?;
+                self.shared.settle_dropped(&std::mem::take(&mut self.answered_own));
                 self.applied = last;
                 self.shared.metrics.applied_index.set(last);
                 let _ = self.events.send(ApplyEvent::Applied(last));
@@ -200,6 +204,8 @@ impl<M: StateMachine, T: Transport + ?Sized + 'static> Applier<M, T> {
             NodeError::Fatal(format!("snapshot at index {} is invalid: {e}", snapshot.meta.index))
         })?;
         self.generation.fetch_add(1, Ordering::AcqRel);
+        self.answered_own.clear();
+        self.shared.forget_proposed();
         self.sm.restore(&env.app).map_err(sm_error)?;
         for (&id, m) in &env.members {
             if id != self.shared.id {
@@ -212,6 +218,9 @@ impl<M: StateMachine, T: Transport + ?Sized + 'static> Applier<M, T> {
         self.applied = snapshot.meta.index;
         self.last_snapshot = snapshot.meta.index;
         self.shared.metrics.applied_index.set(self.applied);
+        // The driver's applied index (status, the core's flow control) moves with it; without
+        // this the status showed the old index until the next entry was applied.
+        let _ = self.events.send(ApplyEvent::Applied(self.applied));
         tracing::info!(node = self.shared.id, index = self.applied, "restored from snapshot");
         self.serve_queries();
         Ok(())
@@ -349,8 +358,9 @@ impl<M: StateMachine, T: Transport + ?Sized + 'static> Applier<M, T> {
         Ok(())
     }
 
-    fn answer(&self, origin: Origin, result: Result<Bytes, NodeError>) {
+    fn answer(&mut self, origin: Origin, result: Result<Bytes, NodeError>) {
         if origin.node == self.shared.id {
+            self.answered_own.push(origin.proposal);
             self.shared.resolve(origin.proposal, result);
         }
     }

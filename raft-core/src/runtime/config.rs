@@ -113,6 +113,12 @@ pub enum NodeError {
     /// session to retry it safely.
     #[error("timed out waiting for the cluster")]
     Timeout,
+    /// The proposal was lost on its way into the log: the leader refused it or the message
+    /// forwarding it was dropped (overload, a leader change). A proposal this node made after it
+    /// has been applied, so this one never will be; retrying is safe. (Relies on the transport
+    /// delivering each peer's messages in order or not at all, as `Transport` requires.)
+    #[error("proposal dropped on its way to the leader's log (not applied); retry")]
+    Dropped,
     /// Too many requests are waiting on this node, or the core's queues are full; retry later.
     #[error("node is too busy ({0}); retry later")]
     TooBusy(String),

@@ -272,10 +272,13 @@ where
         }
         let (ids, data): (Vec<u64>, Vec<Bytes>) = batch.into_iter().unzip();
         self.shared.metrics.proposals.add(ids.len() as u64);
-        if let Err(e) = self.raft.propose_batch(data) {
-            let e = NodeError::from(e);
-            for id in ids {
-                self.shared.resolve(id, Err(e.clone()));
+        match self.raft.propose_batch(data) {
+            Ok(()) => self.shared.proposed(&ids),
+            Err(e) => {
+                let e = NodeError::from(e);
+                for id in ids {
+                    self.shared.resolve(id, Err(e.clone()));
+                }
             }
         }
     }

@@ -1,6 +1,6 @@
 //! The handle applications use: [`Node`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -150,6 +150,9 @@ pub(crate) struct Shared {
     /// `Some` while a snapshot is being built or stored (one at a time): the callers of
     /// [`Node::snapshot`] waiting for it.
     snapshot_waiters: Mutex<Option<Vec<Reply<Index>>>>,
+    /// This node's proposals in the order the driver handed them to the core (which appends
+    /// them, or forwards them to the leader, in that order): see [`Shared::settle_dropped`].
+    proposed: Mutex<VecDeque<u64>>,
 }
 
 impl Shared {
@@ -183,6 +186,56 @@ impl Shared {
         if let Some(w) = self.lock_waiters().remove(&proposal) {
             let _ = w.send(result);
         }
+    }
+
+    fn lock_proposed(&self) -> std::sync::MutexGuard<'_, VecDeque<u64>> {
+        self.proposed.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The driver handed these proposals, in this order, to the core.
+    pub(crate) fn proposed(&self, ids: &[u64]) {
+        let mut order = self.lock_proposed();
+        order.extend(ids);
+        // Entries left by proposals that timed out are dropped from the front eventually.
+        let cap = 2 * self.cfg.max_pending_requests;
+        if order.len() > cap {
+            let extra = order.len() - cap;
+            order.drain(..extra);
+        }
+    }
+
+    /// Called once the entries that answered `applied` (this node's proposals) and every entry
+    /// before them are applied. The core appends this node's proposals, or forwards them over
+    /// the in-order transport to the leader, which appends them, in the order of
+    /// [`Shared::proposed`]; so their entries reach the log in that order, and a proposal
+    /// handed over before the last one applied that is still unanswered never made it into the
+    /// log and never will: its caller gets [`NodeError::Dropped`] now instead of a timeout.
+    pub(crate) fn settle_dropped(&self, applied: &[u64]) {
+        if applied.is_empty() {
+            return;
+        }
+        let applied: HashSet<u64> = applied.iter().copied().collect();
+        let dropped: Vec<u64> = {
+            let mut order = self.lock_proposed();
+            let Some(last) = order.iter().rposition(|id| applied.contains(id)) else { return };
+            order.drain(..=last).filter(|id| !applied.contains(id)).collect()
+        };
+        if dropped.is_empty() {
+            return;
+        }
+        let mut waiters = self.lock_waiters();
+        for id in dropped {
+            if let Some(w) = waiters.remove(&id) {
+                self.metrics.proposals_failed.inc();
+                let _ = w.send(Err(NodeError::Dropped));
+            }
+        }
+    }
+
+    /// A snapshot replaced the state: proposals applied inside it are never answered one by
+    /// one, so the order above says nothing any more about the ones handed over so far.
+    pub(crate) fn forget_proposed(&self) {
+        self.lock_proposed().clear();
     }
 
     pub(crate) fn fail_all(&self, error: &NodeError) {
@@ -324,6 +377,7 @@ impl Node {
             members: RwLock::new(tables.members.clone()),
             metrics: Metrics::default(),
             snapshot_waiters: Mutex::new(None),
+            proposed: Mutex::new(VecDeque::new()),
             cfg: config,
         });
         shared.metrics.applied_index.set(applied);

@@ -60,6 +60,29 @@ async fn client(nodes: Nodes, id: u64, requests: u64, seed: u64) -> Vec<Bytes> {
     responses
 }
 
+/// Plain proposals with unique commands, never retried, on random nodes: returns the commands
+/// whose proposal was answered [`NodeError::Dropped`] ("never applied") and how many were
+/// applied.
+async fn prober(nodes: Nodes, count: u64, seed: u64) -> (Vec<String>, u64) {
+    let mut rng = Rng::new(seed ^ 0x9e37);
+    let (mut dropped, mut applied) = (Vec::new(), 0);
+    for i in 0..count {
+        let node = {
+            let n = nodes.lock().unwrap();
+            let all: Vec<Node> = n.values().cloned().collect();
+            all[rng.below(all.len() as u64) as usize].clone()
+        };
+        let cmd = format!("set probe{i} x");
+        match node.propose(cmd.clone()).await {
+            Ok(_) => applied += 1,
+            Err(NodeError::Dropped) => dropped.push(cmd),
+            Err(_) => {}
+        }
+        tokio::time::sleep(Duration::from_millis(rng.below(40))).await;
+    }
+    (dropped, applied)
+}
+
 async fn run_seed(seed: u64) {
     let n = 3 + 2 * (seed % 2);
     let mut c = Cluster::new(n, seed, chaos_config).await;
@@ -69,6 +92,7 @@ async fn run_seed(seed: u64) {
     let (clients, requests) = (4u64, 15u64);
     let handles: Vec<_> =
         (1..=clients).map(|id| tokio::spawn(client(nodes.clone(), id, requests, seed))).collect();
+    let probes = tokio::spawn(prober(nodes.clone(), 150, seed));
 
     // The nemesis: one fault at a time, for a while, then heal.
     let mut rng = Rng::new(seed);
@@ -117,7 +141,15 @@ async fn run_seed(seed: u64) {
     for h in handles {
         all.push(h.await.expect("client task"));
     }
-    c.converged().await;
+    let (dropped, probes_applied) = probes.await.expect("prober task");
+    let applied = c.converged().await;
+    // A proposal answered Dropped must never be applied.
+    for cmd in &dropped {
+        assert!(
+            applied.iter().all(|(_, c)| c != cmd.as_str()),
+            "{cmd:?} was answered Dropped but applied (seed {seed})"
+        );
+    }
     let commit = c.node(voters[0]).status().commit_index;
     c.assert_same_applied();
     for (i, responses) in all.iter().enumerate() {
@@ -131,7 +163,8 @@ async fn run_seed(seed: u64) {
         assert_eq!(got.unwrap(), requests.to_string(), "client {id} counter (seed {seed})");
     }
     eprintln!(
-        "runtime chaos: seed={seed} nodes={n} commit={commit} crashes={crashes} isolations={isolations} transfers={transfers}"
+        "runtime chaos: seed={seed} nodes={n} commit={commit} crashes={crashes} isolations={isolations} transfers={transfers} probes_applied={probes_applied} probes_dropped={}",
+        dropped.len()
     );
     c.shutdown().await;
 }

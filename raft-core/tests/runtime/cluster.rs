@@ -148,7 +148,7 @@ impl Cluster {
         for _ in 0..200 {
             match self.node(id).propose(Bytes::copy_from_slice(cmd.as_bytes())).await {
                 Ok(r) => return r,
-                Err(NodeError::NotLeader { .. } | NodeError::Timeout) => {
+                Err(NodeError::NotLeader { .. } | NodeError::Timeout | NodeError::Dropped) => {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
                 Err(e) => panic!("propose {cmd:?} on {id}: {e} (seed {})", self.seed),
@@ -174,15 +174,32 @@ impl Cluster {
                 self.members.values().map(|m| m.node.status().commit_index).collect();
             let applied: Vec<u64> =
                 self.members.values().map(|m| m.node.status().applied_index).collect();
+            let snapshots: Vec<u64> =
+                self.members.values().map(|m| m.node.status().snapshot_index).collect();
+            let reference = logs.iter().max_by_key(|l| l.last().map_or(0, |(i, _)| *i)).unwrap();
+            // A node restored from a snapshot after its last individually applied command
+            // cannot be compared by that command.
+            let same_last = logs.iter().zip(&snapshots).all(|(l, &snap)| {
+                l.last() == reference.last() || l.last().map_or(0, |(i, _)| *i) <= snap
+            });
             if commits.iter().all(|&c| c == commits[0])
                 && applied.iter().all(|&a| a == commits[0])
-                && logs.iter().all(|l| l.last() == logs[0].last())
+                && same_last
             {
-                return logs[0].clone();
+                return reference.clone();
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        panic!("nodes did not converge (seed {})", self.seed);
+        let state: Vec<String> = self
+            .members
+            .iter()
+            .map(|(id, m)| {
+                let s = m.node.status();
+                let last = m.log.lock().unwrap().last().cloned();
+                format!("{id}: last {last:?} {s:?}")
+            })
+            .collect();
+        panic!("nodes did not converge (seed {}): {state:#?}", self.seed);
     }
 
     /// Asserts every node's applied commands agree index by index (state machine safety); a node

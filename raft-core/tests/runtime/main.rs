@@ -426,3 +426,35 @@ async fn applying_goes_on_while_a_snapshot_is_built() {
     assert_eq!(node.read(ReadConsistency::Linearizable, "k11").await.unwrap(), "11");
     node.stop().await;
 }
+
+/// A proposal forwarded by a follower and lost on the way (here: the link to the leader is cut)
+/// fails with `Dropped` as soon as a later proposal of the same follower is applied, instead of
+/// waiting out its timeout; and it is indeed never applied.
+#[tokio::test(start_paused = true)]
+async fn a_forwarded_proposal_lost_on_the_way_fails_fast_as_dropped() {
+    fn slow_timeouts(cfg: &mut NodeConfig) {
+        cfg.proposal_timeout = Duration::from_secs(3600);
+    }
+    let c = Cluster::new(3, seed(), slow_timeouts).await;
+    let l = c.leader().await;
+    let f = (1..=3).find(|&i| i != l).unwrap();
+    c.propose(f, "set before 1").await;
+    c.net.cut(f, l);
+    let lost = tokio::spawn({
+        let node = c.node(f).clone();
+        async move { node.propose("set lost 1").await }
+    });
+    tokio::task::yield_now().await;
+    // Let the forward go out (and be dropped) before the link comes back.
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    c.net.heal();
+    assert_eq!(c.propose(f, "set after 1").await, "");
+    assert_eq!(lost.await.unwrap(), Err(NodeError::Dropped));
+    let applied = c.converged().await;
+    assert!(
+        applied.iter().all(|(_, cmd)| cmd != "set lost 1"),
+        "a proposal reported dropped was applied: {applied:?}"
+    );
+    assert_eq!(c.node(f).read(ReadConsistency::Linearizable, "lost").await.unwrap(), "");
+    c.shutdown().await;
+}
