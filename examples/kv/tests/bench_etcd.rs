@@ -32,9 +32,12 @@ fn have_etcd(test: &str) -> bool {
     true
 }
 
-/// A port nobody listens on right now.
+#[path = "common/ports.rs"]
+mod ports;
+
+/// A port nobody listens on right now (see `common/ports.rs`).
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    ports::free_port().0
 }
 
 /// `etcdctl --endpoints=<endpoints> <args>`; panics on failure, returns stdout.
@@ -225,7 +228,7 @@ impl Write for SharedOut {
 /// Ports `base, base+1, base+2` (clients) and `base+10..` (peers), all free right now.
 fn free_port_block() -> u16 {
     for _ in 0..20 {
-        let base = free_port().clamp(1024, 60_000);
+        let base = free_port().clamp(1024, 31_980);
         let all_free = (0..3)
             .flat_map(|i| [base + i, base + 10 + i])
             .all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok());

@@ -6,7 +6,6 @@
 //! prints the tail of every member's log.
 
 use std::io::{Read, Write};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -14,6 +13,9 @@ use std::time::{Duration, Instant};
 
 use raft_kv::cli::{Url, member_id};
 use serde_json::Value;
+
+mod ports;
+use ports::free_port;
 
 /// How long a condition may take to become true before a test fails.
 pub(crate) const WAIT: Duration = Duration::from_secs(30);
@@ -227,11 +229,6 @@ pub(crate) fn http_get(base: &str, path: &str) -> (u16, String) {
     let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
     let code = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).expect("a status");
     (code, body.to_string())
-}
-
-fn free_port() -> (u16, TcpListener) {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    (listener.local_addr().unwrap().port(), listener)
 }
 
 /// One `raft-kv serve` process and the flags to (re)start it with.
