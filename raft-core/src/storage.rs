@@ -185,17 +185,34 @@ impl MemStorage {
     }
 
     /// Stores `snapshot` and discards entries up to its index (see [`LogStore::compact`]).
+    /// A snapshot at or below the current one is refused with [`StorageError::Compacted`]
+    /// (checked and stored under one lock: a snapshot installed meanwhile is never replaced by
+    /// an older one).
     pub fn compact_with(&self, snapshot: &Snapshot) -> Result<(), StorageError> {
         let index = snapshot.meta.index;
-        let term = self.term(index)?;
+        let mut s = self.lock();
+        if index <= s.snapshot.meta.index || index < s.offset_index {
+            return Err(StorageError::Compacted { index });
+        }
+        let last = s.last_index();
+        if index > last {
+            return Err(StorageError::Unavailable { index, last_index: last });
+        }
+        let term = match index - s.offset_index {
+            0 => s.offset_term,
+            n => s.entries[n as usize - 1].term,
+        };
         if term != snapshot.meta.term {
             return Err(StorageError::Corrupt {
                 what: format!("snapshot at index {index}"),
                 detail: format!("snapshot term {} but the log has term {term}", snapshot.meta.term),
             });
         }
-        self.compact(index)?;
-        self.lock().snapshot = snapshot.clone();
+        let n = (index - s.offset_index) as usize;
+        s.entries.drain(..n);
+        s.offset_index = index;
+        s.offset_term = term;
+        s.snapshot = snapshot.clone();
         Ok(())
     }
 

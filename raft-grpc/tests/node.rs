@@ -102,7 +102,7 @@ async fn propose(node: &Node, cmd: &str) -> Bytes {
     for _ in 0..100 {
         match node.propose(cmd.to_string()).await {
             Ok(r) => return r,
-            Err(NodeError::NotLeader { .. } | NodeError::Timeout | NodeError::Dropped) => {
+            Err(NodeError::NotLeader { .. } | NodeError::Timeout | NodeError::Overtaken) => {
                 tokio::time::sleep(Duration::from_millis(50)).await
             }
             Err(e) => panic!("propose {cmd}: {e}"),

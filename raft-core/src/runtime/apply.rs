@@ -41,9 +41,10 @@ pub(crate) enum ApplyEvent {
     /// The snapshot under way was dropped (a restore replaced the state it was built from).
     SnapshotAbandoned,
     /// The driver's storage compaction for the snapshot at `index` finished.
+    /// (`Ok(false)`: refused as older than the snapshot stored meanwhile.)
     Compacted {
         index: Index,
-        result: Result<(), NodeError>,
+        result: Result<bool, NodeError>,
     },
     Fatal(NodeError),
 }
@@ -184,14 +185,20 @@ impl<M: StateMachine, T: Transport + ?Sized + 'static> Applier<M, T> {
         let (events, generation) = (self.events.clone(), self.generation.clone());
         let started = generation.load(Ordering::Acquire);
         offload(move || {
-            let event = match build() {
-                Err(e) => ApplyEvent::Fatal(sm_error(e)),
-                Ok(_) if generation.load(Ordering::Acquire) != started => {
-                    ApplyEvent::SnapshotAbandoned
-                }
-                Ok(app) => {
-                    env.app = app;
-                    ApplyEvent::Snapshot { index, data: env.encode() }
+            let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(build));
+            let event = if generation.load(Ordering::Acquire) != started {
+                // Built from a state a restore replaced: whatever came out is meaningless.
+                ApplyEvent::SnapshotAbandoned
+            } else {
+                match built {
+                    Ok(Ok(app)) => {
+                        env.app = app;
+                        ApplyEvent::Snapshot { index, data: env.encode() }
+                    }
+                    Ok(Err(e)) => ApplyEvent::Fatal(sm_error(e)),
+                    Err(_) => ApplyEvent::Fatal(NodeError::StateMachine(
+                        "the snapshot builder panicked".into(),
+                    )),
                 }
             };
             let _ = events.send(event);

@@ -113,12 +113,16 @@ pub enum NodeError {
     /// session to retry it safely.
     #[error("timed out waiting for the cluster")]
     Timeout,
-    /// The proposal was lost on its way into the log: the leader refused it or the message
-    /// forwarding it was dropped (overload, a leader change). A proposal this node made after it
-    /// has been applied, so this one never will be; retrying is safe. (Relies on the transport
-    /// delivering each peer's messages in order or not at all, as `Transport` requires.)
-    #[error("proposal dropped on its way to the leader's log (not applied); retry")]
-    Dropped,
+    /// A proposal this node made later has been applied and this one has not: it was almost
+    /// certainly lost on its way into the log (the leader refused it, or the message forwarding
+    /// it was dropped under overload or a leader change), and the caller hears so at once
+    /// instead of after `proposal_timeout`. As with [`NodeError::Timeout`] the outcome is not
+    /// certain: a forwarded message held up in a transport across a reconnect and a change of
+    /// leader can still be appended later. Retry through a session for exactly-once.
+    #[error(
+        "a later proposal was applied first: this one was most likely dropped (outcome unknown)"
+    )]
+    Overtaken,
     /// Too many requests are waiting on this node, or the core's queues are full; retry later.
     #[error("node is too busy ({0}); retry later")]
     TooBusy(String),

@@ -22,6 +22,7 @@ use super::apply::{ApplyEvent, ApplyJob};
 use super::config::{NodeError, ReadConsistency};
 use super::node::{NodeStatus, Shared};
 use crate::config::ReadMode;
+use crate::error::StorageError;
 use crate::raft::Raft;
 use crate::storage::LogStore;
 use crate::transport::{Transport, TransportEvent};
@@ -204,15 +205,19 @@ where
             ApplyEvent::SnapshotAbandoned => {
                 self.shared.finish_snapshot(Ok(self.raft.status().snapshot_index));
             }
-            ApplyEvent::Compacted { index, result } => {
-                if let Err(e) = &result {
-                    self.shared.finish_snapshot(Err(e.clone()));
-                    return Err(e.clone());
+            ApplyEvent::Compacted { index, result } => match result {
+                Ok(true) => {
+                    self.shared.metrics.snapshots_taken.inc();
+                    tracing::info!(node = self.shared.id, index, "snapshot taken, log compacted");
+                    self.shared.finish_snapshot(Ok(index));
                 }
-                self.shared.metrics.snapshots_taken.inc();
-                tracing::info!(node = self.shared.id, index, "snapshot taken, log compacted");
-                self.shared.finish_snapshot(Ok(index));
-            }
+                // A newer snapshot (from the leader) was stored meanwhile: that one stands.
+                Ok(false) => self.shared.finish_snapshot(Ok(self.raft.status().snapshot_index)),
+                Err(e) => {
+                    self.shared.finish_snapshot(Err(e.clone()));
+                    return Err(e);
+                }
+            },
             ApplyEvent::Fatal(e) => return Err(e),
         }
         Ok(())
@@ -224,8 +229,9 @@ where
     fn compact(&mut self, index: Index, data: Bytes) {
         // The core knows where the log starts; reading the stored snapshot (its data too) just
         // to compare indexes would be wasted I/O.
-        if index <= self.raft.status().snapshot_index {
-            self.shared.finish_snapshot(Ok(index));
+        let current = self.raft.status().snapshot_index;
+        if index <= current {
+            self.shared.finish_snapshot(Ok(current));
             return;
         }
         let meta = match self.raft.snapshot_meta(index) {
@@ -235,7 +241,16 @@ where
         };
         let (storage, events) = (self.storage.clone(), self.apply_events_tx.clone());
         offload(move || {
-            let result = storage.compact(&Snapshot { meta, data }).map_err(fatal);
+            let stored = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                storage.compact(&Snapshot { meta, data })
+            }));
+            let result = match stored {
+                Ok(Ok(())) => Ok(true),
+                // A snapshot from the leader was installed after the check above.
+                Ok(Err(StorageError::Compacted { .. })) => Ok(false),
+                Ok(Err(e)) => Err(fatal(e)),
+                Err(_) => Err(NodeError::Fatal("storage panicked while compacting".into())),
+            };
             let _ = events.send(ApplyEvent::Compacted { index, result });
         });
     }

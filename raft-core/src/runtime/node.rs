@@ -1,7 +1,7 @@
 //! The handle applications use: [`Node`].
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -153,6 +153,8 @@ pub(crate) struct Shared {
     /// This node's proposals in the order the driver handed them to the core (which appends
     /// them, or forwards them to the leader, in that order): see [`Shared::settle_dropped`].
     proposed: Mutex<VecDeque<u64>>,
+    /// Set once the driver has stopped and failed every waiter.
+    stopped: AtomicBool,
 }
 
 impl Shared {
@@ -207,9 +209,11 @@ impl Shared {
     /// Called once the entries that answered `applied` (this node's proposals) and every entry
     /// before them are applied. The core appends this node's proposals, or forwards them over
     /// the in-order transport to the leader, which appends them, in the order of
-    /// [`Shared::proposed`]; so their entries reach the log in that order, and a proposal
-    /// handed over before the last one applied that is still unanswered never made it into the
-    /// log and never will: its caller gets [`NodeError::Dropped`] now instead of a timeout.
+    /// [`Shared::proposed`]; so their entries normally reach the log in that order, and a
+    /// proposal handed over before the last one applied that is still unanswered was lost on
+    /// the way: its caller gets [`NodeError::Overtaken`] now instead of a timeout. (Not a proof:
+    /// a forward held up across a reconnect and a change of leader can still land later, which
+    /// is why the error, like a timeout, leaves the outcome open.)
     pub(crate) fn settle_dropped(&self, applied: &[u64]) {
         if applied.is_empty() {
             return;
@@ -227,7 +231,7 @@ impl Shared {
         for id in dropped {
             if let Some(w) = waiters.remove(&id) {
                 self.metrics.proposals_failed.inc();
-                let _ = w.send(Err(NodeError::Dropped));
+                let _ = w.send(Err(NodeError::Overtaken));
             }
         }
     }
@@ -242,6 +246,7 @@ impl Shared {
         for (_, w) in std::mem::take(&mut *self.lock_waiters()) {
             let _ = w.send(Err(error.clone()));
         }
+        self.stopped.store(true, Ordering::Release);
         self.finish_snapshot(Err(error.clone()));
     }
 
@@ -249,6 +254,13 @@ impl Shared {
     /// any) is answered when the one under way is done. Returns whether this call started it.
     pub(crate) fn start_snapshot(&self, reply: Option<Reply<Index>>) -> bool {
         let mut w = self.snapshot_waiters.lock().unwrap_or_else(|e| e.into_inner());
+        if self.stopped.load(Ordering::Acquire) {
+            // The driver is gone: nobody would ever answer.
+            if let Some(reply) = reply {
+                let _ = reply.send(Err(NodeError::ShuttingDown));
+            }
+            return false;
+        }
         let started = w.is_none();
         w.get_or_insert_with(Vec::new).extend(reply);
         started
@@ -378,6 +390,7 @@ impl Node {
             metrics: Metrics::default(),
             snapshot_waiters: Mutex::new(None),
             proposed: Mutex::new(VecDeque::new()),
+            stopped: AtomicBool::new(false),
             cfg: config,
         });
         shared.metrics.applied_index.set(applied);
@@ -430,7 +443,14 @@ impl Node {
                     applier.run_blocking(apply_rx)
                 }),
             )?;
-            spawn("persist", Box::new(move || persister.run_blocking(persist_rx)))?;
+            let runtime = tokio::runtime::Handle::current();
+            spawn(
+                "persist",
+                Box::new(move || {
+                    let _runtime = runtime.enter();
+                    persister.run_blocking(persist_rx)
+                }),
+            )?;
         }
         let driver = Driver {
             raft,

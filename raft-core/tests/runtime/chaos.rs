@@ -61,8 +61,7 @@ async fn client(nodes: Nodes, id: u64, requests: u64, seed: u64) -> Vec<Bytes> {
 }
 
 /// Plain proposals with unique commands, never retried, on random nodes: returns the commands
-/// whose proposal was answered [`NodeError::Dropped`] ("never applied") and how many were
-/// applied.
+/// whose proposal was answered [`NodeError::Overtaken`] and how many were applied.
 async fn prober(nodes: Nodes, count: u64, seed: u64) -> (Vec<String>, u64) {
     let mut rng = Rng::new(seed ^ 0x9e37);
     let (mut dropped, mut applied) = (Vec::new(), 0);
@@ -75,7 +74,7 @@ async fn prober(nodes: Nodes, count: u64, seed: u64) -> (Vec<String>, u64) {
         let cmd = format!("set probe{i} x");
         match node.propose(cmd.clone()).await {
             Ok(_) => applied += 1,
-            Err(NodeError::Dropped) => dropped.push(cmd),
+            Err(NodeError::Overtaken) => dropped.push(cmd),
             Err(_) => {}
         }
         tokio::time::sleep(Duration::from_millis(rng.below(40))).await;
@@ -143,11 +142,12 @@ async fn run_seed(seed: u64) {
     }
     let (dropped, probes_applied) = probes.await.expect("prober task");
     let applied = c.converged().await;
-    // A proposal answered Dropped must never be applied.
+    // The in-memory network delivers each peer's messages at once and in order, where the
+    // inference behind Overtaken is exact: a proposal answered so must never be applied.
     for cmd in &dropped {
         assert!(
             applied.iter().all(|(_, c)| c != cmd.as_str()),
-            "{cmd:?} was answered Dropped but applied (seed {seed})"
+            "{cmd:?} was answered Overtaken but applied (seed {seed})"
         );
     }
     let commit = c.node(voters[0]).status().commit_index;

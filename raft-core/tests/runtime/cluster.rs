@@ -148,7 +148,7 @@ impl Cluster {
         for _ in 0..200 {
             match self.node(id).propose(Bytes::copy_from_slice(cmd.as_bytes())).await {
                 Ok(r) => return r,
-                Err(NodeError::NotLeader { .. } | NodeError::Timeout | NodeError::Dropped) => {
+                Err(NodeError::NotLeader { .. } | NodeError::Timeout | NodeError::Overtaken) => {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
                 Err(e) => panic!("propose {cmd:?} on {id}: {e} (seed {})", self.seed),

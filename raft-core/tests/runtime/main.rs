@@ -428,10 +428,10 @@ async fn applying_goes_on_while_a_snapshot_is_built() {
 }
 
 /// A proposal forwarded by a follower and lost on the way (here: the link to the leader is cut)
-/// fails with `Dropped` as soon as a later proposal of the same follower is applied, instead of
+/// fails with `Overtaken` as soon as a later proposal of the same follower is applied, instead of
 /// waiting out its timeout; and it is indeed never applied.
 #[tokio::test(start_paused = true)]
-async fn a_forwarded_proposal_lost_on_the_way_fails_fast_as_dropped() {
+async fn a_forwarded_proposal_lost_on_the_way_fails_fast_as_overtaken() {
     fn slow_timeouts(cfg: &mut NodeConfig) {
         cfg.proposal_timeout = Duration::from_secs(3600);
     }
@@ -449,7 +449,7 @@ async fn a_forwarded_proposal_lost_on_the_way_fails_fast_as_dropped() {
     tokio::time::sleep(Duration::from_millis(1)).await;
     c.net.heal();
     assert_eq!(c.propose(f, "set after 1").await, "");
-    assert_eq!(lost.await.unwrap(), Err(NodeError::Dropped));
+    assert_eq!(lost.await.unwrap(), Err(NodeError::Overtaken));
     let applied = c.converged().await;
     assert!(
         applied.iter().all(|(_, cmd)| cmd != "set lost 1"),

@@ -189,9 +189,9 @@ pub(crate) fn node_status(e: &NodeError) -> Status {
     match e {
         NodeError::NotLeader { .. } => Status::unavailable("etcdserver: no leader"),
         NodeError::Timeout => Status::unavailable("etcdserver: request timed out"),
-        NodeError::Dropped => {
-            Status::unavailable("etcdserver: request dropped before reaching the log (not applied)")
-        }
+        NodeError::Overtaken => Status::unavailable(
+            "etcdserver: request timed out, possibly lost (a later request was applied first)",
+        ),
         NodeError::TooBusy(why) => {
             Status::resource_exhausted(format!("etcdserver: too many requests ({why})"))
         }
