@@ -74,8 +74,11 @@ pub struct Store {
     applied_index: u64,
     /// How many keys are live at `revision`.
     live_keys: u64,
-    /// Held by a snapshot being built from `db` off the apply thread; compaction waits for it.
+    /// Held by a snapshot being built from `db` off the apply thread; compaction leaves the
+    /// history alone meanwhile.
     snapshot_gate: Arc<snapshot::Gate>,
+    /// A compaction whose history removal waits for snapshot builders to finish.
+    pending_compaction: Option<i64>,
 }
 
 impl std::fmt::Debug for Store {
@@ -119,6 +122,7 @@ impl Store {
             applied_index: 0,
             live_keys: 0,
             snapshot_gate: Arc::default(),
+            pending_compaction: None,
         })
     }
 
@@ -132,6 +136,7 @@ impl Store {
         if raft_index <= self.applied_index {
             return Err(StoreError::ApplyOrder { index: raft_index, applied: self.applied_index });
         }
+        self.remove_compacted_history()?;
         let resp = Command::decode(command).and_then(|cmd| self.execute(&cmd));
         let resp = match resp {
             Ok(resp) => resp,
@@ -171,8 +176,9 @@ impl Store {
     /// [`Store::snapshot`] as of now, to be run on another thread while commands go on being
     /// applied: the history is MVCC (applying only adds records above the current revision), so
     /// the builder reads the live tree and skips records above the revision it was made at.
-    /// Compaction, which removes records, waits until the builder is done or dropped. The result
-    /// is meaningless if [`Store::restore`] runs meanwhile (the runtime discards it then).
+    /// Compaction, which removes records, leaves them until the builder is done or dropped (see
+    /// [`Store::compact`]). The result is meaningless if [`Store::restore`] runs meanwhile (the
+    /// runtime discards it then).
     pub fn snapshot_builder(&self) -> impl FnOnce() -> Result<Bytes, StoreError> + Send + 'static {
         let pass = self.snapshot_gate.enter();
         let (db, revision) = (self.db.clone(), self.revision);
@@ -271,6 +277,11 @@ impl Store {
 
     /// Discards history below `req.revision` (etcd's `Compact`), keeping each key's value at
     /// that revision. The revision does not move.
+    ///
+    /// Reads below the new compacted revision fail at once. The records themselves go now, or,
+    /// while a snapshot builder is reading them ([`Store::snapshot_builder`]), with the first
+    /// command applied after it is done: applying never waits for a snapshot. Until then they
+    /// are unreachable (and a snapshot taken meanwhile carries them; its reads are the same).
     pub fn compact(&mut self, req: &CompactionRequest) -> Result<CompactionResponse, StoreError> {
         if req.revision <= self.compacted_revision {
             return Err(StoreError::Compacted);
@@ -278,15 +289,27 @@ impl Store {
         if req.revision > self.revision {
             return Err(StoreError::FutureRevision);
         }
-        // A snapshot being built must still see the records this removes.
-        self.snapshot_gate.wait_until_idle();
-        let (batch, gone, removed) = self.compaction_batch(req.revision)?;
+        self.compacted_revision = req.revision;
+        self.pending_compaction = Some(req.revision);
+        self.remove_compacted_history()?;
+        Ok(CompactionResponse { revision: self.revision })
+    }
+
+    /// Removes the history the last compaction made unreachable, unless a snapshot builder is
+    /// reading it (builders are made on the apply thread, which is this one: none can start
+    /// between the check and the removal).
+    fn remove_compacted_history(&mut self) -> Result<(), StoreError> {
+        let Some(revision) = self.pending_compaction else { return Ok(()) };
+        if !self.snapshot_gate.is_idle() {
+            return Ok(());
+        }
+        let (batch, gone, removed) = self.compaction_batch(revision)?;
         self.db.apply_batch(batch).map_err(StoreError::sled("compaction batch"))?;
         for key in gone {
             self.index.remove(&key);
         }
-        self.compacted_revision = req.revision;
-        tracing::debug!(revision = req.revision, removed, "compacted");
-        Ok(CompactionResponse { revision: self.revision })
+        self.pending_compaction = None;
+        tracing::debug!(revision, removed, "compacted");
+        Ok(())
     }
 }

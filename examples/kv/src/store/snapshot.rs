@@ -10,7 +10,7 @@
 //! The records are the sled layout's own (`layout.rs`); the index is rebuilt from them.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
@@ -30,12 +30,11 @@ struct Decoded {
     batch: sled::Batch,
 }
 
-/// Counts the snapshot builders alive (see [`Store::snapshot_builder`]); compaction waits for
-/// none.
+/// Counts the snapshot builders alive (see [`Store::snapshot_builder`]); compaction removes
+/// history only while there are none.
 #[derive(Debug, Default)]
 pub(super) struct Gate {
     builders: Mutex<usize>,
-    idle: Condvar,
 }
 
 /// A builder's hold on the [`Gate`], released on drop.
@@ -47,18 +46,14 @@ impl Gate {
         Pass(self.clone())
     }
 
-    pub(super) fn wait_until_idle(&self) {
-        let mut n = self.builders.lock().unwrap_or_else(|e| e.into_inner());
-        while *n > 0 {
-            n = self.idle.wait(n).unwrap_or_else(|e| e.into_inner());
-        }
+    pub(super) fn is_idle(&self) -> bool {
+        *self.builders.lock().unwrap_or_else(|e| e.into_inner()) == 0
     }
 }
 
 impl Drop for Pass {
     fn drop(&mut self) {
         *self.0.builders.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
-        self.0.idle.notify_all();
     }
 }
 
@@ -101,6 +96,8 @@ impl Store {
         self.db.apply_batch(decoded.batch).map_err(StoreError::sled("restore batch"))?;
         self.revision = decoded.revision;
         self.compacted_revision = decoded.compacted_revision;
+        // Whatever an earlier compaction left to remove is gone with the old state.
+        self.pending_compaction = None;
         self.applied_index = decoded.applied_index;
         self.live_keys = decoded.live_keys;
         self.index = decoded.index;
