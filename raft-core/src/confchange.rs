@@ -123,11 +123,6 @@ pub(crate) fn apply(
     Ok(next)
 }
 
-/// Every node the configuration replicates to: voters of both halves and learners.
-pub(crate) fn members(cs: &ConfState) -> Vec<NodeId> {
-    cs.members()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -89,6 +89,31 @@ impl MemInner {
         self.offset_index + self.entries.len() as u64
     }
 
+    /// The term of the entry at `index` (the compaction point included).
+    fn term_at(&self, index: Index) -> Result<Term, StorageError> {
+        if index < self.offset_index {
+            return Err(StorageError::Compacted { index });
+        }
+        if index == self.offset_index {
+            return Ok(self.offset_term);
+        }
+        let last = self.last_index();
+        if index > last {
+            return Err(StorageError::Unavailable { index, last_index: last });
+        }
+        Ok(self.entries[(index - self.offset_index - 1) as usize].term)
+    }
+
+    /// Discards the entries up to and including `index`, which must be within the log.
+    fn compact_to(&mut self, index: Index) {
+        let n = (index - self.offset_index) as usize;
+        if n > 0 {
+            self.offset_term = self.entries[n - 1].term;
+            self.entries.drain(..n);
+            self.offset_index = index;
+        }
+    }
+
     /// Validates an append batch; returns how many stored entries to keep (`None`: empty batch).
     fn check_append(&self, entries: &[Entry]) -> Result<Option<usize>, StorageError> {
         let Some(first) = entries.first() else { return Ok(None) };
@@ -173,14 +198,8 @@ impl MemStorage {
         if index <= s.offset_index {
             return Ok(());
         }
-        let last = s.last_index();
-        if index > last {
-            return Err(StorageError::Unavailable { index, last_index: last });
-        }
-        let n = (index - s.offset_index) as usize;
-        s.offset_term = s.entries[n - 1].term;
-        s.entries.drain(..n);
-        s.offset_index = index;
+        s.term_at(index)?;
+        s.compact_to(index);
         Ok(())
     }
 
@@ -194,24 +213,14 @@ impl MemStorage {
         if index <= s.snapshot.meta.index || index < s.offset_index {
             return Err(StorageError::Compacted { index });
         }
-        let last = s.last_index();
-        if index > last {
-            return Err(StorageError::Unavailable { index, last_index: last });
-        }
-        let term = match index - s.offset_index {
-            0 => s.offset_term,
-            n => s.entries[n as usize - 1].term,
-        };
+        let term = s.term_at(index)?;
         if term != snapshot.meta.term {
             return Err(StorageError::Corrupt {
                 what: format!("snapshot at index {index}"),
                 detail: format!("snapshot term {} but the log has term {term}", snapshot.meta.term),
             });
         }
-        let n = (index - s.offset_index) as usize;
-        s.entries.drain(..n);
-        s.offset_index = index;
-        s.offset_term = term;
+        s.compact_to(index);
         s.snapshot = snapshot.clone();
         Ok(())
     }
@@ -277,18 +286,7 @@ impl Storage for MemStorage {
     }
 
     fn term(&self, index: Index) -> Result<Term, StorageError> {
-        let s = self.lock();
-        if index < s.offset_index {
-            return Err(StorageError::Compacted { index });
-        }
-        if index == s.offset_index {
-            return Ok(s.offset_term);
-        }
-        let last = s.last_index();
-        if index > last {
-            return Err(StorageError::Unavailable { index, last_index: last });
-        }
-        Ok(s.entries[(index - s.offset_index - 1) as usize].term)
+        self.lock().term_at(index)
     }
 
     fn first_index(&self) -> Result<Index, StorageError> {

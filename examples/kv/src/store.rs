@@ -22,9 +22,9 @@
 //! encoded [`CommandResponse`]; deterministic request errors come back as
 //! [`CommandResponse::Error`], and `apply` itself fails only on fatal errors
 //! ([`StoreError::is_fatal`]). [`Store::query`] does the same for an encoded [`RangeRequest`]
-//! (answering [`CommandResponse::Range`] or [`CommandResponse::Error`]). Each command is one
-//! atomic sled write (an insert, or a batch when it writes several keys), and `&mut self` keeps
-//! readers out while it is applied, so no read sees half a txn. As in etcd, the history lives
+//! (answering [`CommandResponse::Range`] or [`CommandResponse::Error`]). A command's writes are
+//! plain sled inserts (one per key, see `write.rs`), and `&mut self` keeps readers out while it
+//! is applied, so no read sees half a txn. As in etcd, the history lives
 //! on disk (sled) and the key index in memory. Nothing is fsynced: the Raft log is the durable copy, and the runtime rebuilds the
 //! store from a snapshot ([`Store::snapshot`], [`Store::restore`]) plus log replay, which is
 //! why [`Store::open`] clears whatever the path held.
@@ -168,7 +168,8 @@ impl Store {
     }
 
     /// The whole state (history above the compaction point, revisions, applied index), with a
-    /// crc32c checksum. Stores with the same history produce the same bytes.
+    /// crc32c checksum. Stores with the same history produce the same bytes (once the records of
+    /// a compaction held back by a snapshot builder are removed, see [`Store::compact`]).
     pub fn snapshot(&self) -> Result<Bytes, StoreError> {
         self.snapshot_builder()()
     }

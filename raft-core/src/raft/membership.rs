@@ -119,7 +119,7 @@ impl<S: Storage> Raft<S> {
     }
 
     fn set_conf(&mut self, next: ConfState) {
-        let (before, after) = (confchange::members(&self.conf), confchange::members(&next));
+        let (before, after) = (self.conf.members(), next.members());
         self.removed.extend(before.iter().filter(|id| !after.contains(id)));
         self.removed.retain(|id| !after.contains(id));
         self.voters =
@@ -135,7 +135,7 @@ impl<S: Storage> Raft<S> {
             self.step_down_after_removal();
             return;
         }
-        let members = confchange::members(&self.conf);
+        let members = self.conf.members();
         let next_index = self.log.last_index() + 1;
         let (max_msgs, max_bytes) = (self.cfg.max_inflight_msgs, self.cfg.max_inflight_bytes);
         let now = self.now_ticks;

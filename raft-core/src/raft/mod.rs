@@ -7,7 +7,6 @@ use bytes::Bytes;
 
 mod membership;
 
-use crate::confchange;
 use crate::config::{Config, ReadMode};
 use crate::error::Error;
 use crate::log::RaftLog;
@@ -784,7 +783,7 @@ impl<S: Storage> Raft<S> {
         }
         self.conf.index > 0
             && last_log_index <= self.conf.index
-            && !confchange::members(&self.conf).contains(&from)
+            && !self.conf.members().contains(&from)
     }
 
     /// Whether this node heard from a live leader within the election timeout (and so refuses to
@@ -1263,7 +1262,7 @@ impl<S: Storage> Raft<S> {
         let id = self.cfg.id;
         let next = self.log.last_index() + 1;
         let mut progress = BTreeMap::new();
-        for p in confchange::members(&self.conf) {
+        for p in self.conf.members() {
             let mut pr =
                 Progress::new(next, self.cfg.max_inflight_msgs, self.cfg.max_inflight_bytes);
             // The voters just elected us: count them as heard from now.

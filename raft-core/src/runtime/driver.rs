@@ -489,33 +489,28 @@ where
     T: Transport + ?Sized + 'static,
 {
     pub(crate) async fn run(self, mut jobs: mpsc::Receiver<PersistJob>) {
-        let mut batch = Vec::new();
         while let Some(first) = jobs.recv().await {
-            batch.push(first);
-            while let Ok(job) = jobs.try_recv() {
-                batch.push(job);
-            }
-            if !self.round(&mut batch) {
+            if !self.round(first, &mut jobs) {
                 return;
             }
         }
     }
 
     pub(crate) fn run_blocking(self, mut jobs: mpsc::Receiver<PersistJob>) {
-        let mut batch = Vec::new();
         while let Some(first) = jobs.blocking_recv() {
-            batch.push(first);
-            while let Ok(job) = jobs.try_recv() {
-                batch.push(job);
-            }
-            if !self.round(&mut batch) {
+            if !self.round(first, &mut jobs) {
                 return;
             }
         }
     }
 
-    /// Syncs, sends and acknowledges `batch` (emptied); false when the persister must stop.
-    fn round(&self, batch: &mut Vec<PersistJob>) -> bool {
+    /// Syncs, sends and acknowledges `first` and every job queued behind it; false when the
+    /// persister must stop.
+    fn round(&self, first: PersistJob, jobs: &mut mpsc::Receiver<PersistJob>) -> bool {
+        let mut batch = vec![first];
+        while let Ok(job) = jobs.try_recv() {
+            batch.push(job);
+        }
         if batch.iter().any(|j| j.sync) {
             if let Err(e) = self.storage.sync() {
                 let _ = self.done.send(Err(NodeError::Fatal(format!("fsync failed: {e}"))));
@@ -524,7 +519,7 @@ where
             self.shared.metrics.fsyncs.inc();
         }
         let number = batch.last().map_or(0, |j| j.number);
-        let messages: Vec<Message> = batch.drain(..).flat_map(|j| j.messages).collect();
+        let messages: Vec<Message> = batch.into_iter().flat_map(|j| j.messages).collect();
         if !messages.is_empty() {
             self.transport.send(messages);
         }

@@ -429,28 +429,20 @@ impl Node {
         } else {
             // Threads of their own: fsyncs and state machine calls block without holding up
             // (or handing off) a runtime worker. Both end when the driver drops their queues.
+            // Each enters the runtime, for `spawn_blocking` and transports that spawn tasks.
             let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
+                let runtime = runtime.clone();
                 std::thread::Builder::new()
                     .name(format!("raft-{name}"))
-                    .spawn(f)
+                    .spawn(move || {
+                        let _runtime = runtime.enter();
+                        f()
+                    })
                     .map(drop)
                     .map_err(|e| NodeError::Fatal(format!("cannot start the {name} thread: {e}")))
             };
-            spawn(
-                "apply",
-                Box::new(move || {
-                    let _runtime = runtime.enter();
-                    applier.run_blocking(apply_rx)
-                }),
-            )?;
-            let runtime = tokio::runtime::Handle::current();
-            spawn(
-                "persist",
-                Box::new(move || {
-                    let _runtime = runtime.enter();
-                    persister.run_blocking(persist_rx)
-                }),
-            )?;
+            spawn("apply", Box::new(move || applier.run_blocking(apply_rx)))?;
+            spawn("persist", Box::new(move || persister.run_blocking(persist_rx)))?;
         }
         let driver = Driver {
             raft,

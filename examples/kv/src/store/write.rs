@@ -1,5 +1,7 @@
-//! Writes: a request's writes are gathered in an overlay at one revision, then committed as one
-//! atomic sled write, so nothing is half-applied and an error before the commit changes nothing.
+//! Writes: a request's writes are gathered in an overlay at one revision, then committed (one
+//! sled insert per key), so a request error before the commit changes nothing. A sled error
+//! during the commit is fatal: the node stops, and the store is rebuilt from the snapshot and
+//! the log on the next start.
 
 use super::layout::{self, Record};
 use super::read::{KeyRange, Overlay};
