@@ -348,7 +348,12 @@ impl Harness {
                 last_log_term: input.near(last_term),
                 force: input.u8().is_multiple_of(8),
             },
-            4 => MessageBody::VoteResponse { pre_vote: input.bool(), granted: input.bool() },
+            4 => MessageBody::VoteResponse {
+                pre_vote: input.bool(),
+                granted: input.bool(),
+                commit_index: input.near(s.last_index),
+                commit_term: input.near(last_term).min(term),
+            },
             5 => MessageBody::Heartbeat { commit: input.near(s.commit_index), round: input.wide() },
             6 => MessageBody::HeartbeatResponse { round: input.near(self.last_round) },
             7 => {
@@ -372,9 +377,12 @@ impl Harness {
             return None;
         }
         let body = match &m.body {
-            MessageBody::Vote { pre_vote, .. } => {
-                MessageBody::VoteResponse { pre_vote: *pre_vote, granted: accept }
-            }
+            MessageBody::Vote { pre_vote, .. } => MessageBody::VoteResponse {
+                pre_vote: *pre_vote,
+                granted: accept,
+                commit_index: 0,
+                commit_term: 0,
+            },
             MessageBody::Append { prev_log_index, entries, .. } => {
                 if accept {
                     let index = prev_log_index.saturating_add(entries.len() as u64);

@@ -314,6 +314,15 @@ pub enum MessageBody {
         pre_vote: bool,
         /// Whether the vote is granted.
         granted: bool,
+        /// The voter's commit index, capped at the candidate's last log index (0: none), with
+        /// `commit_term`, the term of the voter's entry there. A commit index is a fact about
+        /// the cluster, not about a term: a candidate whose log holds the same entry holds the
+        /// same log up to it (Log Matching, §5.3) and may commit up to it. This is how a
+        /// candidate learns of a committed membership change it missed (e.g. the leader of
+        /// two voters removed itself and stepped down before the commit reached the other).
+        commit_index: Index,
+        /// Term of the voter's entry at `commit_index` (0 if `commit_index` is 0).
+        commit_term: Term,
     },
     /// Leader → follower: keep-alive carrying the commit index the follower can safely use and
     /// the leader's heartbeat round, which ReadIndex and leases use to confirm leadership.

@@ -335,3 +335,94 @@ fn wiped_voter_is_not_counted_and_fresh_nodes_join_as_learners() {
     h.settle();
     assert_eq!(voters(&h, 4).0, vec![1, 2, 3, 4]);
 }
+
+/// Delivers queued messages one at a time (dropping those on cut links) until `stop` holds.
+fn deliver_until(h: &mut Harness, mut stop: impl FnMut(&Harness) -> bool) {
+    h.process_readies();
+    while !stop(h) {
+        let m = h.queue.pop_front().expect("the network went quiet first");
+        if !h.cut.contains(&(m.from, m.to)) && h.nodes.contains_key(&m.to) {
+            let to = m.to;
+            let _ = h.node_mut(to).step(m);
+        }
+        h.process_readies();
+    }
+}
+
+/// Issue 18 (46 of the 51 failing simulator seeds, e.g. 13148, 27531): the leader of two
+/// voters removes itself. The other voter acknowledged the change, so it is committed, but the
+/// messages that would have told it so are lost, and the removed leader appended one more entry
+/// before stepping down. Now the remaining voter still counts the removed node as a voter and
+/// needs its vote, while the removed node refuses (its log is longer) and, no longer a voter,
+/// never campaigns: no leader, ever. The refusal carries the voter's commit index and term, so
+/// the candidate learns that the change is committed, applies it and leads alone.
+#[test]
+fn remaining_voter_learns_a_committed_removal_of_the_leader_from_a_refused_vote() {
+    let mut h = Harness::new(2);
+    h.elect(2);
+    propose_n(&mut h, 2, 1);
+    h.node_mut(2).propose_conf_change(cc(vec![ConfChangeOp::Remove(2)])).unwrap();
+    let change_index = h.node(2).status().last_index;
+    // Node 1 appends the change and acknowledges it; then everything 2 → 1 is lost.
+    deliver_until(&mut h, |h| h.node(1).status().last_index == change_index);
+    h.cut.insert((2, 1));
+    h.node_mut(2).propose(Bytes::from_static(b"late")).unwrap();
+    deliver_until(&mut h, |h| h.node(2).role() != Role::Leader);
+    h.settle();
+    assert_eq!(voters(&h, 2).0, vec![1], "the removal is committed and applied on node 2");
+    assert_eq!(voters(&h, 1).0, vec![1, 2], "node 1 has not heard that it is committed");
+    assert!(h.node(2).status().last_index > h.node(1).status().last_index);
+
+    h.heal();
+    let et = usize::try_from(Config::new(1).election_timeout_ticks).unwrap();
+    h.tick_all(6 * et);
+    assert_eq!(h.leaders(), vec![1], "the remaining voter leads");
+    assert_eq!(voters(&h, 1).0, vec![1]);
+    h.node_mut(1).propose(Bytes::from_static(b"after")).unwrap();
+    h.settle();
+    assert_eq!(h.applied_data(1).last(), Some(&Bytes::from_static(b"after")));
+}
+
+/// The commit index in a vote answer is only taken where the candidate's log holds the same
+/// entry: a candidate whose entry at that index is of another term (so its log differs there)
+/// commits nothing from it.
+#[test]
+fn commit_index_in_a_vote_answer_needs_the_same_entry() {
+    use raft_core::Message;
+    let mut h = Harness::new(3);
+    h.elect(1);
+    propose_n(&mut h, 1, 2);
+    h.isolate(1);
+    h.isolate(2);
+    h.isolate(3);
+    // Node 1 appends two entries of its term that nobody else gets.
+    h.node_mut(1).propose(Bytes::from_static(b"lost-a")).unwrap();
+    h.node_mut(1).propose(Bytes::from_static(b"lost-b")).unwrap();
+    h.settle();
+    let st = h.node(1).status();
+    let (term, last, commit) = (st.term, st.last_index, st.commit_index);
+    assert!(last > commit);
+    let answer = |commit_index, commit_term| Message {
+        from: 2,
+        to: 1,
+        term: term + 5,
+        body: MessageBody::VoteResponse {
+            pre_vote: false,
+            granted: false,
+            commit_index,
+            commit_term,
+        },
+    };
+    // A higher term makes node 1 a follower (a leader counts its own commits).
+    h.node_mut(1).step(answer(0, 0)).unwrap();
+    assert_eq!(h.node(1).role(), Role::Follower);
+    // Another term at `last`: the logs differ there, nothing is learned.
+    h.node_mut(1).step(answer(last, term + 1)).unwrap();
+    assert_eq!(h.node(1).status().commit_index, commit, "committed from a different entry");
+    // Beyond the log: nothing either.
+    h.node_mut(1).step(answer(last + 1, term)).unwrap();
+    assert_eq!(h.node(1).status().commit_index, commit);
+    // The same entry: everything up to it is committed.
+    h.node_mut(1).step(answer(last, term)).unwrap();
+    assert_eq!(h.node(1).status().commit_index, last);
+}

@@ -90,12 +90,14 @@ fn prevote(last_log_index: Index, last_log_term: Term) -> MessageBody {
     MessageBody::Vote { pre_vote: true, last_log_index, last_log_term, force: false }
 }
 
+/// A vote answer from a voter that knows of no committed entry the candidate holds.
 fn vote_resp(granted: bool) -> MessageBody {
-    MessageBody::VoteResponse { pre_vote: false, granted }
+    MessageBody::VoteResponse { pre_vote: false, granted, commit_index: 0, commit_term: 0 }
 }
 
+/// A pre-vote answer from a voter that knows of no committed entry the candidate holds.
 fn prevote_resp(granted: bool) -> MessageBody {
-    MessageBody::VoteResponse { pre_vote: true, granted }
+    MessageBody::VoteResponse { pre_vote: true, granted, commit_index: 0, commit_term: 0 }
 }
 
 fn hb(commit: Index, round: u64) -> MessageBody {
@@ -1504,6 +1506,80 @@ fn leader_lease_refuses_disruptive_vote() {
     l.step(m(3, 1, 2, vote(5, 5))).unwrap();
     assert_eq!((l.role(), l.term()), (Role::Leader, 1));
     assert!(!l.has_ready());
+}
+
+/// Node 1 of voters `[1, 2, 3]`, a follower of term 1 with log `[1:1, 2:1, 3:1]`, whose
+/// configuration came from the entry at index 2 (a membership change) and who has heard from no
+/// leader (so no lease shields it).
+fn member_after_change() -> Node {
+    let s = storage_with(&[1, 2, 3], &log_of_terms(&[1, 1, 1]), hs(1, None, 3));
+    s.set_conf_state(raft_core::ConfState {
+        voters: vec![1, 2, 3],
+        index: 2,
+        ..Default::default()
+    });
+    node_with(Config::new(1), s)
+}
+
+/// A campaign from outside the configuration whose log does not reach past the entry that made
+/// the configuration cannot know of a newer configuration that includes the candidate (it was
+/// removed, or never added): it is ignored — no answer, no term change — so it cannot disrupt
+/// the cluster. (Dissertation §4.2.3.)
+#[test]
+fn campaign_of_a_non_member_behind_the_configuration_is_ignored() {
+    for last_log_index in [0, 1, 2] {
+        let mut r = member_after_change();
+        drain(&mut r);
+        r.step(m(9, 1, 5, vote(last_log_index, 1))).unwrap();
+        r.step(m(9, 1, 5, prevote(last_log_index, 1))).unwrap();
+        let st = r.status();
+        assert_eq!((st.role, st.term, st.vote), (Role::Follower, 1, None), "last {last_log_index}");
+        assert!(!r.has_ready(), "ignored: no answer (candidate's last index {last_log_index})");
+    }
+}
+
+/// A candidate outside our configuration whose log reaches past it may hold a newer
+/// configuration that includes it (a new voter still catching up, dissertation §4.1), so it is
+/// answered as usual; so is any candidate while the configuration is the bootstrap one (index
+/// 0), which says nothing about who was added or removed since.
+#[test]
+fn campaign_of_a_non_member_that_may_know_a_newer_configuration_is_answered() {
+    let mut r = member_after_change();
+    drain(&mut r);
+    r.step(m(9, 1, 5, vote(3, 1))).unwrap();
+    let rd = r.ready();
+    assert_eq!(
+        rd,
+        Ready {
+            number: rd.number,
+            hard_state: Some(hs(5, Some(9), 3)),
+            persisted_messages: vec![m(
+                1,
+                9,
+                5,
+                MessageBody::VoteResponse {
+                    pre_vote: false,
+                    granted: true,
+                    commit_index: 3,
+                    commit_term: 1
+                }
+            )],
+            ..Ready::default()
+        }
+    );
+
+    let mut boot = node(1, &[1, 2, 3]);
+    boot.step(m(9, 1, 5, vote(0, 0))).unwrap();
+    let rd = boot.ready();
+    assert_eq!(
+        rd,
+        Ready {
+            number: rd.number,
+            hard_state: Some(hs(5, Some(9), 0)),
+            persisted_messages: vec![m(1, 9, 5, vote_resp(true))],
+            ..Ready::default()
+        }
+    );
 }
 
 fn lease_config(id: NodeId) -> Config {

@@ -1010,12 +1010,18 @@ fn row12_crash_at_persistence_points_never_votes_twice() {
                 m.from == 2
                     && m.to == 3
                     && m.term == 1
-                    && m.body == MessageBody::VoteResponse { pre_vote: false, granted: true }
+                    && matches!(
+                        m.body,
+                        MessageBody::VoteResponse { pre_vote: false, granted: true, .. }
+                    )
             });
             assert_eq!(granted_to_3, point == CrashPoint::BeforeWrite, "{point:?}");
             let mut granted: BTreeMap<(NodeId, Term), BTreeSet<NodeId>> = BTreeMap::new();
             for m in &log {
-                if m.body == (MessageBody::VoteResponse { pre_vote: false, granted: true }) {
+                if matches!(
+                    m.body,
+                    MessageBody::VoteResponse { pre_vote: false, granted: true, .. }
+                ) {
                     granted.entry((m.from, m.term)).or_default().insert(m.to);
                 }
             }

@@ -29,8 +29,8 @@ pub fn message_to_wire(message: Message) -> Result<proto::RaftMessage, WireError
         MessageBody::Vote { pre_vote, last_log_index, last_log_term, force } => {
             Body::Vote(proto::Vote { pre_vote, last_log_index, last_log_term, force })
         }
-        MessageBody::VoteResponse { pre_vote, granted } => {
-            Body::VoteResponse(proto::VoteResponse { pre_vote, granted })
+        MessageBody::VoteResponse { pre_vote, granted, commit_index, commit_term } => {
+            Body::VoteResponse(proto::VoteResponse { pre_vote, granted, commit_index, commit_term })
         }
         MessageBody::Heartbeat { commit, round } => {
             Body::Heartbeat(proto::Heartbeat { commit, round })
@@ -73,9 +73,12 @@ pub fn message_from_wire(message: proto::RaftMessage) -> Result<Message, WireErr
             last_log_term: v.last_log_term,
             force: v.force,
         },
-        Body::VoteResponse(v) => {
-            MessageBody::VoteResponse { pre_vote: v.pre_vote, granted: v.granted }
-        }
+        Body::VoteResponse(v) => MessageBody::VoteResponse {
+            pre_vote: v.pre_vote,
+            granted: v.granted,
+            commit_index: v.commit_index,
+            commit_term: v.commit_term,
+        },
         Body::Heartbeat(h) => MessageBody::Heartbeat { commit: h.commit, round: h.round },
         Body::HeartbeatResponse(h) => MessageBody::HeartbeatResponse { round: h.round },
         Body::Propose(p) => MessageBody::Propose { data: p.data },
@@ -225,8 +228,14 @@ mod tests {
                     force
                 }
             ),
-            (any::<bool>(), any::<bool>())
-                .prop_map(|(pre_vote, granted)| MessageBody::VoteResponse { pre_vote, granted }),
+            (any::<bool>(), any::<bool>(), any::<u64>(), any::<u64>()).prop_map(
+                |(pre_vote, granted, commit_index, commit_term)| MessageBody::VoteResponse {
+                    pre_vote,
+                    granted,
+                    commit_index,
+                    commit_term
+                }
+            ),
             (any::<u64>(), any::<u64>())
                 .prop_map(|(commit, round)| MessageBody::Heartbeat { commit, round }),
             any::<u64>().prop_map(|round| MessageBody::HeartbeatResponse { round }),

@@ -393,6 +393,47 @@ impl<S: Storage> Raft<S> {
         self.log.term(index)
     }
 
+    /// One line of the election state, for the simulator's liveness reports.
+    #[cfg(any(test, feature = "testkit"))]
+    pub(crate) fn election_debug(&self) -> String {
+        format!(
+            "{}:{:?} t{} vote={:?} lead={:?} last={}/{} commit={} elapsed={}/{} lease={} \
+             conf={:?}/{:?} out={:?} idx={} removed={:?} prom={} progress={:?}",
+            self.cfg.id,
+            self.role,
+            self.term,
+            self.vote,
+            self.leader_id,
+            self.log.last_index(),
+            self.log.last_term(),
+            self.log.committed,
+            self.election_elapsed,
+            self.randomized_election_timeout,
+            self.in_lease(),
+            self.conf.voters,
+            self.conf.learners,
+            self.conf.voters_outgoing,
+            self.conf.index,
+            self.removed,
+            self.promotable(),
+            self.leader.as_ref().map(|ls| {
+                ls.progress
+                    .iter()
+                    .map(|(id, p)| {
+                        format!(
+                            "{id}:{:?} m{} n{} probe_sent={} infl={}",
+                            p.state,
+                            p.match_index,
+                            p.next_index,
+                            p.probe_sent,
+                            p.inflights.full()
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            }),
+        )
+    }
+
     fn hard_state(&self) -> HardState {
         HardState { term: self.term, vote: self.vote, commit: self.log.committed }
     }
@@ -660,6 +701,10 @@ impl<S: Storage> Raft<S> {
         {
             return Ok(());
         }
+        if let MessageBody::VoteResponse { commit_index, commit_term, .. } = m.body {
+            // Whatever the answer's term: a commit index holds in every term.
+            self.learn_commit(commit_index, commit_term);
+        }
         let is_request_without_term =
             matches!(m.body, MessageBody::Propose { .. } | MessageBody::ReadIndex { .. });
         if !is_request_without_term {
@@ -704,6 +749,7 @@ impl<S: Storage> Raft<S> {
             MessageBody::Vote { last_log_index, .. } => *last_log_index,
             MessageBody::Heartbeat { commit, .. } => *commit,
             MessageBody::ReadIndexResponse { index, .. } => *index,
+            MessageBody::VoteResponse { commit_index, .. } => *commit_index,
             _ => 0,
         };
         if index_field > MAX_INDEX {
@@ -725,6 +771,11 @@ impl<S: Storage> Raft<S> {
             if *prev_log_term > m.term {
                 return bad("prev_log_term is beyond the leader's term");
             }
+        }
+        if let MessageBody::VoteResponse { commit_term, .. } = &m.body
+            && *commit_term > m.term
+        {
+            return bad("vote answer's commit term is beyond its term");
         }
         if let MessageBody::InstallSnapshot { snapshot } = &m.body {
             let meta = &snapshot.meta;
@@ -758,13 +809,9 @@ impl<S: Storage> Raft<S> {
                 true
             }
             // A granted pre-vote carries the term the candidate will use, not a newer term.
-            MessageBody::VoteResponse { pre_vote: true, granted: true } => true,
-            MessageBody::Append { .. }
-            | MessageBody::Heartbeat { .. }
-            | MessageBody::InstallSnapshot { .. } => {
-                self.become_follower(m.term, Some(m.from));
-                true
-            }
+            MessageBody::VoteResponse { pre_vote: true, granted: true, .. } => true,
+            // Everything else is of a newer term. An Append, Heartbeat or InstallSnapshot comes
+            // from that term's leader: `step_follower` records it as leader next.
             _ => {
                 self.become_follower(m.term, None);
                 true
@@ -815,12 +862,9 @@ impl<S: Storage> Raft<S> {
                     },
                 );
             }
-            MessageBody::Vote { pre_vote: true, .. } => {
-                self.send(
-                    m.from,
-                    self.term,
-                    MessageBody::VoteResponse { pre_vote: true, granted: false },
-                );
+            MessageBody::Vote { pre_vote: true, last_log_index, .. } => {
+                let body = self.vote_response(true, false, last_log_index);
+                self.send(m.from, self.term, body);
             }
             _ => {}
         }
@@ -848,7 +892,33 @@ impl<S: Storage> Raft<S> {
             self.vote = Some(m.from);
             self.election_elapsed = 0;
         }
-        self.send(m.from, term, MessageBody::VoteResponse { pre_vote, granted });
+        let body = self.vote_response(pre_vote, granted, last_index);
+        self.send(m.from, term, body);
+    }
+
+    /// An answer to a (pre-)vote of a candidate whose log ends at `candidate_last`, carrying
+    /// our commit index as far as the candidate's log reaches (see
+    /// [`MessageBody::VoteResponse`]).
+    fn vote_response(&self, pre_vote: bool, granted: bool, candidate_last: Index) -> MessageBody {
+        let index = self.log.committed.min(candidate_last);
+        let (commit_index, commit_term) = match self.log.term(index) {
+            Some(t) if index > 0 => (index, t),
+            _ => (0, 0),
+        };
+        MessageBody::VoteResponse { pre_vote, granted, commit_index, commit_term }
+    }
+
+    /// Another node knows that its entry at `index` (of term `term`) is committed. If our log
+    /// holds the same entry, it holds the same log up to there (Log Matching), so everything up
+    /// to `index` is committed here too. A leader counts its own commits.
+    fn learn_commit(&mut self, index: Index, term: Term) {
+        if self.role != Role::Leader
+            && index > self.log.committed
+            && index <= self.log.last_index()
+            && self.log.term(index) == Some(term)
+        {
+            self.log.commit_to(index);
+        }
     }
 
     fn step_follower(&mut self, m: Message) -> Result<(), Error> {
@@ -894,7 +964,7 @@ impl<S: Storage> Raft<S> {
                 self.become_follower(m.term, Some(m.from));
                 self.step_follower(m)
             }
-            MessageBody::VoteResponse { pre_vote, granted } => {
+            MessageBody::VoteResponse { pre_vote, granted, .. } => {
                 if pre_vote != (self.role == Role::PreCandidate) {
                     return Ok(());
                 }

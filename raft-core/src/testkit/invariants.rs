@@ -579,7 +579,7 @@ impl Checker {
             return Ok(());
         };
         match msg.body {
-            MessageBody::VoteResponse { pre_vote: false, granted: true } => {
+            MessageBody::VoteResponse { pre_vote: false, granted: true, .. } => {
                 let hs = storage.hard_state();
                 if hs.term < msg.term || (hs.term == msg.term && hs.vote != Some(msg.to)) {
                     let d =
@@ -705,7 +705,12 @@ mod tests {
             from: 1,
             to,
             term: 2,
-            body: MessageBody::VoteResponse { pre_vote: false, granted: true },
+            body: MessageBody::VoteResponse {
+                pre_vote: false,
+                granted: true,
+                commit_index: 0,
+                commit_term: 0,
+            },
         };
         let err = c.on_send(&vote(2)).unwrap_err();
         assert_eq!(err.invariant, Invariant::DurableBeforeAck);
