@@ -431,6 +431,19 @@ impl Sim {
         self.checker.committed_index()
     }
 
+    /// The election state of every node, for liveness reports.
+    pub(crate) fn election_debug(&self) -> String {
+        let nodes: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| match &n.raft {
+                None => format!("{}:down", n.id),
+                Some(r) => format!("[{} rate={}]", r.election_debug(), n.rate_permille),
+            })
+            .collect();
+        nodes.join(" ")
+    }
+
     /// Prints every step and every delivered message to stderr (for replaying a failure).
     pub fn set_verbose(&mut self, on: bool) {
         self.verbose = on;

@@ -10,7 +10,7 @@ use crate::raft::Raft;
 use crate::testkit::invariants::{Invariant, Violation};
 use crate::testkit::linearizability::{self, CheckError};
 use crate::testkit::network::{NetConfig, Partition};
-use crate::types::NodeId;
+use crate::types::{Index, NodeId};
 
 impl Sim {
     // ------------------------------------------------------------------ nodes
@@ -201,6 +201,7 @@ impl Sim {
                     bound / TICK,
                     self.leader()
                 );
+                let d = format!("{d}; nodes: {}", self.election_debug());
                 let (term, index) = (self.checker.max_term(), self.checker.committed_index());
                 return Err(self.checker.violation(Invariant::Liveness, 0, term, index, d));
             }
@@ -228,18 +229,59 @@ impl Sim {
             let c = s.checker.committed_index();
             members.iter().all(|&id| s.kv(id).applied_index() >= c)
         };
-        if self.run_until(caught_up, bound)? {
-            return Ok(());
-        }
+        // A member far behind (a learner of a one-voter leader that ran ahead during the
+        // chaos, say) needs time in proportion to its backlog: see `catch_up_bound`. Within that,
+        // every lagging member must apply something in every liveness bound, so a stall is
+        // still caught after one bound.
         let c = self.checker.committed_index();
-        let lagging = members.iter().copied().find(|&id| self.kv(id).applied_index() < c);
-        let lagging = lagging.unwrap_or(0);
-        let d = format!(
-            "node did not apply up to the committed index {c} within {} ticks",
-            bound / TICK
-        );
-        let term = self.checker.max_term();
-        Err(self.checker.violation(Invariant::Liveness, lagging, term, c, d))
+        let applied = |s: &Sim| members.iter().map(|&id| s.kv(id).applied_index()).collect();
+        let backlog = members.iter().map(|&id| c - self.kv(id).applied_index().min(c)).max();
+        let start = self.now;
+        let deadline = start + bound + self.catch_up_bound(backlog.unwrap_or(0));
+        let mut before: Vec<Index> = applied(self);
+        loop {
+            let window = bound.min(deadline.saturating_sub(self.now));
+            if self.run_until(caught_up, window)? {
+                return Ok(());
+            }
+            let now: Vec<Index> = applied(self);
+            let c = self.checker.committed_index();
+            let stalled = members
+                .iter()
+                .zip(before.iter().zip(&now))
+                .find(|&(_, (b, n))| n < &c && n <= b)
+                .map(|(&id, _)| id);
+            if stalled.is_some() || self.now >= deadline {
+                let lagging = stalled
+                    .or_else(|| members.iter().copied().find(|&id| self.kv(id).applied_index() < c))
+                    .unwrap_or(0);
+                let why = if stalled.is_some() {
+                    format!("applied nothing for {} ticks", window / TICK)
+                } else {
+                    format!("was still behind after {} ticks", (self.now - start) / TICK)
+                };
+                let d = format!(
+                    "node did not apply up to the committed index {c}: it {why}; nodes: {}",
+                    self.election_debug()
+                );
+                let term = self.checker.max_term();
+                return Err(self.checker.violation(Invariant::Liveness, lagging, term, c, d));
+            }
+            before = now;
+        }
+    }
+
+    /// The time the protocol may legitimately need to bring a member `backlog` entries behind
+    /// up to date, once a leader is in place: in the worst case (probing after reordered or
+    /// rejected appends) one append with one entry is in flight per round trip, and a round
+    /// trip is two network delays (latency plus reordering delay) and one durable write of the
+    /// follower, plus one tick of the slowest clock for a heartbeat to restart a stalled window.
+    fn catch_up_bound(&self, backlog: u64) -> u64 {
+        let net = self.net.config();
+        let slowest = self.nodes.iter().map(|n| n.tick_period()).max().unwrap_or(TICK);
+        let round_trip =
+            2 * (net.latency_max + net.reorder_delay_max) + self.cfg.persist_latency_max + slowest;
+        backlog.saturating_mul(round_trip)
     }
 
     /// Every `Put` acknowledged to a client took effect on the state machine of every member
