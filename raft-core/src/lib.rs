@@ -113,10 +113,20 @@
 //!         // 1. Messages that do not depend on this batch being durable go out now
 //!         //    (a leader's appends, sent while it persists its own copy).
 //!         assert!(rd.messages.is_empty(), "nobody to send to in a one-node cluster");
-//!         // 2. Persist entries and hard state durably (fsync) ...
+//!         // 2. Persist durably (one fsync for all of it): first a snapshot received from the
+//!         //    leader (the state machine restores from it before applying what follows), then
+//!         //    the entries (they replace the log from entries[0].index on), the hard state (its
+//!         //    commit may point into these entries) and a changed membership.
+//!         //    `rd.must_sync()` says whether anything here needs the fsync at all.
+//!         if let Some(snapshot) = &rd.snapshot {
+//!             storage.install(snapshot)?;
+//!         }
 //!         storage.append(&rd.entries)?;
 //!         if let Some(hs) = rd.hard_state {
 //!             storage.set_hard_state(hs);
+//!         }
+//!         if let Some(cs) = rd.conf_state {
+//!             storage.set_conf_state(cs);
 //!         }
 //!         // 3. ... then acknowledge, and only now send votes and append answers.
 //!         node.on_persisted(rd.number)?;
@@ -130,7 +140,10 @@
 //!         if let Some(e) = rd.committed_entries.last() {
 //!             node.on_applied(e.index)?;
 //!         }
-//!         // 5. Reads in rd.read_states may be served once applied >= their index.
+//!         // 5. Reads in rd.read_states may be served once applied >= their index; reads in
+//!         //    rd.aborted_reads will never be confirmed (this node stopped leading, or the
+//!         //    term changed): answer "not the leader" at once.
+//!         assert!(rd.read_states.is_empty() && rd.aborted_reads.is_empty());
 //!     }
 //!     Ok(())
 //! };

@@ -1330,6 +1330,56 @@ fn follower_read_index_forwarded() {
     assert_eq!(rd, Ready { number: rd.number, read_states: vec![rs(b"f", 1)], ..Ready::default() });
 }
 
+/// A leader that steps down gives up the reads it could not confirm yet, both those waiting for
+/// a heartbeat round and those waiting for the first commit of its term: they come out in
+/// `aborted_reads` (the driver answers "not the leader" at once). Reads forwarded by followers
+/// are not this node's to answer.
+#[test]
+fn reads_pending_when_the_leader_steps_down_are_aborted() {
+    let mut r = established(Config::new(1), &[1, 2, 3]);
+    r.read_index(b(b"waits-for-round")).unwrap();
+    r.step(m(2, 1, 0, MessageBody::ReadIndex { ctx: b(b"forwarded") })).unwrap();
+    drain(&mut r);
+
+    r.step(m(3, 1, 2, app(1, 1, vec![], 1))).unwrap();
+
+    let rd = next(&mut r);
+    assert_eq!(r.role(), Role::Follower);
+    assert_eq!(rd.aborted_reads, vec![b(b"waits-for-round")]);
+    assert!(rd.read_states.is_empty());
+
+    // A new leader's reads before the first commit of its term are aborted too.
+    let log = log_of_terms(&[1, 1]);
+    let mut r = node_with(Config::new(1), storage_with(&[1, 2, 3], &log, hs(1, None, 1)));
+    elect(&mut r);
+    drain(&mut r);
+    r.read_index(b(b"before-commit")).unwrap();
+    assert!(!r.has_ready());
+    r.step(m(2, 1, 3, hb(1, 1))).unwrap();
+    let rd = next(&mut r);
+    assert_eq!(rd.aborted_reads, vec![b(b"before-commit")]);
+}
+
+/// A follower's forwarded read can only be answered by the leader of its term: once the term
+/// changes it is aborted, and a late answer of the old term (or a duplicate) serves nothing.
+#[test]
+fn forwarded_reads_are_aborted_when_the_term_changes() {
+    let mut f = node(2, &[1, 2, 3]);
+    f.step(m(1, 2, 1, app(0, 0, vec![empty(1, 1)], 1))).unwrap();
+    drain(&mut f);
+    f.read_index(b(b"f")).unwrap();
+    drain(&mut f);
+
+    // Term 2 begins (a new leader's heartbeat) before leader 1 answered.
+    f.step(m(3, 2, 2, hb(1, 1))).unwrap();
+    let rd = next(&mut f);
+    assert_eq!(rd.aborted_reads, vec![b(b"f")]);
+
+    f.step(m(1, 2, 1, MessageBody::ReadIndexResponse { ctx: b(b"f"), index: 1 })).unwrap();
+    f.step(m(3, 2, 2, MessageBody::ReadIndexResponse { ctx: b(b"f"), index: 1 })).unwrap();
+    assert!(!f.has_ready(), "nothing served for an aborted read");
+}
+
 // ------------------------------------------------------------------------------------------------
 // Split-brain protection: PreVote (§9.6), CheckQuorum, leader stickiness, leases
 

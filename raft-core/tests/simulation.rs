@@ -37,6 +37,7 @@ struct Totals {
     snapshots: u64,
     conf_changes: u64,
     transfers: u64,
+    reads_aborted: u64,
     failures: Vec<(u64, Failure)>,
 }
 
@@ -53,6 +54,7 @@ impl Totals {
         self.snapshots += s.snapshots_installed;
         self.conf_changes += s.conf_changes;
         self.transfers += s.transfers;
+        self.reads_aborted += s.reads_aborted;
     }
 }
 
@@ -153,7 +155,7 @@ fn simulation() {
     t.failures.sort_by_key(|f| f.0);
     println!(
         "simulation: seeds={} steps={} elections={} partitions={} crashes={} client_ops={} \
-         violations={} pauses={} lease_seeds={} snapshots={} conf_changes={} transfers={} secs={:.1}",
+         violations={} pauses={} lease_seeds={} snapshots={} conf_changes={} transfers={} reads_aborted={} secs={:.1}",
         t.seeds,
         t.steps,
         t.elections,
@@ -166,6 +168,7 @@ fn simulation() {
         t.snapshots,
         t.conf_changes,
         t.transfers,
+        t.reads_aborted,
         start.elapsed().as_secs_f64()
     );
     report_failures(&t.failures);

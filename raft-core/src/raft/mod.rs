@@ -25,7 +25,8 @@ use crate::types::{
 ///    durably (fsync): `hard_state.commit` may point into `entries`, so write the entries first;
 /// 3. call [`Raft::on_persisted`] with `number`, then send `persisted_messages`;
 /// 4. apply `committed_entries` in order, then call [`Raft::on_applied`];
-/// 5. serve each of `read_states` once the applied index reaches its `index`.
+/// 5. serve each of `read_states` once the applied index reaches its `index`, and answer each of
+///    `aborted_reads` at once (not the leader: retry on the new one).
 ///
 /// Steps 2–3 and 4 may run concurrently and several batches may be in flight, but persistence
 /// acknowledgements must come in batch order.
@@ -52,6 +53,12 @@ pub struct Ready {
     pub committed_entries: Vec<Entry>,
     /// Linearizable reads that may be served once the applied index reaches their index.
     pub read_states: Vec<ReadState>,
+    /// Contexts of reads asked of this node ([`Raft::read_index`]) that will never be
+    /// confirmed: the leader stepped down before a quorum confirmed them, or, on a follower, the
+    /// term changed before the leader answered the forwarded request (an answer of the old term
+    /// would be refused). Answer them at once (not the leader) so callers retry elsewhere
+    /// instead of waiting for a timeout.
+    pub aborted_reads: Vec<Bytes>,
 }
 
 impl Ready {
@@ -196,6 +203,10 @@ pub struct Raft<S: Storage> {
     msgs: Vec<Message>,
     persisted_msgs: Vec<Message>,
     read_states: Vec<ReadState>,
+    aborted_reads: Vec<Bytes>,
+    /// Follower: contexts of reads forwarded to the leader of the current term and not answered
+    /// yet (at most `Config::max_pending_reads`), aborted when the term changes.
+    forwarded_reads: VecDeque<Bytes>,
     /// Leader: appends need to go out at the next `ready()` (batching proposals).
     append_needed: bool,
     /// Hard state last handed out in a `Ready`.
@@ -301,6 +312,8 @@ impl<S: Storage> Raft<S> {
             msgs: Vec::new(),
             persisted_msgs: Vec::new(),
             read_states: Vec::new(),
+            aborted_reads: Vec::new(),
+            forwarded_reads: VecDeque::new(),
             append_needed: false,
             prev_hard_state: hs,
             unpersisted_readies: VecDeque::new(),
@@ -633,7 +646,11 @@ impl<S: Storage> Raft<S> {
         match self.role {
             Role::Leader => self.leader_read(ctx, None),
             _ => match self.leader_id {
+                Some(_) if self.forwarded_reads.len() >= self.cfg.max_pending_reads => {
+                    Err(Error::ReadQueueFull { limit: self.cfg.max_pending_reads })
+                }
                 Some(leader) => {
+                    self.forwarded_reads.push_back(ctx.clone());
                     self.send(leader, 0, MessageBody::ReadIndex { ctx });
                     Ok(())
                 }
@@ -936,7 +953,12 @@ impl<S: Storage> Raft<S> {
                 Ok(())
             }
             MessageBody::ReadIndexResponse { ctx, index } => {
-                self.read_states.push(ReadState { ctx, index });
+                // Only answers to reads still waiting (a duplicate, or one for a read aborted
+                // meanwhile, is dropped).
+                if let Some(i) = self.forwarded_reads.iter().position(|c| *c == ctx) {
+                    self.forwarded_reads.remove(i);
+                    self.read_states.push(ReadState { ctx, index });
+                }
                 Ok(())
             }
             MessageBody::InstallSnapshot { snapshot } => {
@@ -1275,14 +1297,27 @@ impl<S: Storage> Raft<S> {
         self.randomized_election_timeout = base + self.rng.next_u64() % base;
     }
 
+    /// Leaving the leader role or the term: every read asked here that can no longer be
+    /// confirmed is handed out in [`Ready::aborted_reads`].
+    fn abort_reads(&mut self, term_changes: bool) {
+        if let Some(ls) = self.leader.take() {
+            let waiting = ls.pending_reads.into_iter().map(|r| (r.ctx, r.requester));
+            let local = waiting.chain(ls.reads_before_commit).filter(|(_, by)| by.is_none());
+            self.aborted_reads.extend(local.map(|(ctx, _)| ctx));
+        }
+        if term_changes {
+            self.aborted_reads.extend(self.forwarded_reads.drain(..));
+        }
+    }
+
     fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
+        self.abort_reads(term != self.term);
         if term != self.term {
             self.term = term;
             self.vote = None;
         }
         self.role = Role::Follower;
         self.leader_id = leader;
-        self.leader = None;
         self.lead_transferee = None;
         self.campaign_forced = false;
         self.votes.clear();
@@ -1291,22 +1326,23 @@ impl<S: Storage> Raft<S> {
     }
 
     fn become_pre_candidate(&mut self) {
+        // A pre-candidate takes no answers from a leader: forwarded reads are lost.
+        self.abort_reads(true);
         self.campaign_forced = false;
         self.role = Role::PreCandidate;
         self.leader_id = None;
         self.votes.clear();
-        self.leader = None;
         self.reset_election_timer();
         self.request_votes(true);
     }
 
     fn become_candidate(&mut self) {
+        self.abort_reads(true);
         self.term += 1;
         self.vote = Some(self.cfg.id);
         self.role = Role::Candidate;
         self.leader_id = None;
         self.votes.clear();
-        self.leader = None;
         self.reset_election_timer();
         self.request_votes(false);
     }
@@ -1385,6 +1421,7 @@ impl<S: Storage> Raft<S> {
         !self.msgs.is_empty()
             || !self.persisted_msgs.is_empty()
             || !self.read_states.is_empty()
+            || !self.aborted_reads.is_empty()
             || self.append_needed
             || self.leader.as_ref().is_some_and(|ls| ls.round_needed)
             || self.log.has_unpersisted()
@@ -1436,6 +1473,7 @@ impl<S: Storage> Raft<S> {
             persisted_messages: std::mem::take(&mut self.persisted_msgs),
             committed_entries,
             read_states: std::mem::take(&mut self.read_states),
+            aborted_reads: std::mem::take(&mut self.aborted_reads),
         }
     }
 

@@ -398,6 +398,13 @@ where
             if !rd.committed_entries.is_empty() {
                 let _ = self.apply_tx.send(ApplyJob::Entries(rd.committed_entries));
             }
+            for ctx in rd.aborted_reads {
+                let Some(ctx) = ctx.get(..8).and_then(|b| b.try_into().ok()) else { continue };
+                if let Some((_, reply)) = self.reads.remove(&u64::from_le_bytes(ctx)) {
+                    let leader_hint = self.raft.leader_id().filter(|&l| l != self.shared.id);
+                    let _ = reply.send(Err(NodeError::NotLeader { leader_hint }));
+                }
+            }
             for rs in rd.read_states {
                 let Some(ctx) = rs.ctx.get(..8).and_then(|b| b.try_into().ok()) else { continue };
                 if let Some((query, reply)) = self.reads.remove(&u64::from_le_bytes(ctx)) {

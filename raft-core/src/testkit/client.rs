@@ -105,6 +105,8 @@ pub struct WorkloadCounters {
     pub attempts: u64,
     /// Attempts refused synchronously (not leader, node down, limits…).
     pub refused: u64,
+    /// Read attempts the node gave up later (it stopped leading, or the term changed).
+    pub reads_aborted: u64,
     /// Attempts repeated after a refusal or a timeout.
     pub retries: u64,
 }
@@ -364,6 +366,31 @@ impl Workload {
         });
         if waiting {
             self.complete(ci, node, KvResult::Get(value), now);
+        }
+    }
+
+    /// Node `node` gave up the read `ctx` (it stopped leading, or the term changed before the
+    /// leader answered): if the client still waits for that attempt, it retries after the usual
+    /// backoff, towards `leader_hint`.
+    pub fn on_read_aborted(
+        &mut self,
+        node: NodeId,
+        ctx: ReadCtx,
+        leader_hint: Option<NodeId>,
+        now: u64,
+    ) {
+        let Some(ci) = self.client_index(ctx.client) else {
+            return;
+        };
+        let current = self.clients[ci].outstanding.as_ref().is_some_and(|o| {
+            o.seq == ctx.seq
+                && o.attempts == ctx.attempt
+                && o.kind == OpKind::ReadIndexGet
+                && o.nodes.contains(&node)
+        });
+        if current {
+            self.counters.reads_aborted += 1;
+            self.on_refused(ctx.client, leader_hint, now);
         }
     }
 

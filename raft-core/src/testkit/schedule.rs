@@ -58,6 +58,8 @@ pub struct RunStats {
     pub conf_changes: u64,
     /// Leadership transfers accepted by a leader.
     pub transfers: u64,
+    /// Client reads a node gave up because it stopped leading or the term changed.
+    pub reads_aborted: u64,
     /// Hash of the whole trace of steps.
     pub trace_hash: u64,
 }
@@ -87,6 +89,7 @@ impl RunStats {
             snapshots_installed: c.snapshots_installed,
             conf_changes: c.conf_changes,
             transfers: c.transfers,
+            reads_aborted: sim.workload().counters().reads_aborted,
             trace_hash: sim.trace_hash(),
         }
     }

@@ -458,3 +458,33 @@ async fn a_forwarded_proposal_lost_on_the_way_fails_fast_as_overtaken() {
     assert_eq!(c.node(f).read(ReadConsistency::Linearizable, "lost").await.unwrap(), "");
     c.shutdown().await;
 }
+
+/// Reads waiting for a leader's confirmation when it steps down (on the leader itself, and on
+/// a follower whose forwarded read the old leader never answered) are answered at once with
+/// `NotLeader`, so the caller retries on the new leader instead of waiting out `read_timeout`.
+#[tokio::test(start_paused = true)]
+async fn reads_pending_at_step_down_are_answered_not_leader() {
+    fn patient(cfg: &mut NodeConfig) {
+        cfg.read_timeout = Duration::from_secs(3600);
+    }
+    let c = Cluster::new(3, seed(), patient).await;
+    let l = c.leader().await;
+    let f = (1..=3).find(|&i| i != l).unwrap();
+    c.propose(l, "set k v").await;
+    // Cut off, the leader cannot confirm its read, and CheckQuorum makes it step down; the
+    // follower's read, forwarded to it, is lost, and the next term aborts it.
+    c.net.isolate(l);
+    let read = |id| {
+        let node = c.node(id).clone();
+        tokio::spawn(async move { node.read(ReadConsistency::Linearizable, "k").await })
+    };
+    let (on_leader, on_follower) = (read(l), read(f));
+    let on_leader = on_leader.await.unwrap();
+    assert!(matches!(on_leader, Err(NodeError::NotLeader { .. })), "{on_leader:?}");
+    let on_follower = on_follower.await.unwrap();
+    assert!(matches!(on_follower, Err(NodeError::NotLeader { .. })), "{on_follower:?}");
+    c.net.heal();
+    let l2 = c.leader().await;
+    assert_eq!(c.node(l2).read(ReadConsistency::Linearizable, "k").await.unwrap(), "v");
+    c.shutdown().await;
+}

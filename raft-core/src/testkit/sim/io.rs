@@ -107,6 +107,11 @@ impl Sim {
         }
         self.apply_committed(i, &apply_now)?;
         self.nodes[i].reads.extend(rd.read_states);
+        let (id, hint) =
+            (self.nodes[i].id, self.nodes[i].raft.as_ref().and_then(|r| r.leader_id()));
+        for ctx in rd.aborted_reads.iter().filter_map(|c| ReadCtx::decode(c)) {
+            self.workload.on_read_aborted(id, ctx, hint, self.now);
+        }
         self.serve_reads(i);
         Ok(())
     }
