@@ -6,7 +6,6 @@ use super::Raft;
 use crate::confchange;
 use crate::error::Error;
 use crate::progress::{Progress, ProgressState};
-use crate::quorum::JointConfig;
 use crate::storage::Storage;
 use crate::transport::SnapshotStatus;
 use crate::types::{
@@ -122,8 +121,7 @@ impl<S: Storage> Raft<S> {
         let (before, after) = (self.conf.members(), next.members());
         self.removed.extend(before.iter().filter(|id| !after.contains(id)));
         self.removed.retain(|id| !after.contains(id));
-        self.voters =
-            JointConfig { incoming: next.voters.clone(), outgoing: next.voters_outgoing.clone() };
+        self.tracker.set_conf(&next);
         self.conf_history.push_back(next.clone());
         self.conf_to_persist = Some(next.clone());
         self.conf = next;
@@ -131,7 +129,7 @@ impl<S: Storage> Raft<S> {
             return;
         }
         let id = self.cfg.id;
-        if !self.voters.contains(id) {
+        if !self.tracker.is_voter(id) {
             self.step_down_after_removal();
             return;
         }
@@ -149,7 +147,7 @@ impl<S: Storage> Raft<S> {
                 });
             }
         }
-        if self.lead_transferee.is_some_and(|t| !self.voters.contains(t)) {
+        if self.lead_transferee.is_some_and(|t| !self.tracker.is_voter(t)) {
             self.lead_transferee = None;
         }
         // The quorum changed: entries may now be committed.
@@ -167,7 +165,7 @@ impl<S: Storage> Raft<S> {
         let successor = self.leader.as_ref().and_then(|ls| {
             ls.progress
                 .iter()
-                .filter(|(p, pr)| self.voters.contains(**p) && pr.match_index == last)
+                .filter(|(p, pr)| self.tracker.is_voter(**p) && pr.match_index == last)
                 .map(|(p, _)| *p)
                 .next()
         });
@@ -288,10 +286,7 @@ impl<S: Storage> Raft<S> {
         if index > self.log.committed && !self.log.match_term(index, term) {
             let conf = snapshot.meta.conf_state.clone();
             self.log.restore(snapshot);
-            self.voters = JointConfig {
-                incoming: conf.voters.clone(),
-                outgoing: conf.voters_outgoing.clone(),
-            };
+            self.tracker.set_conf(&conf);
             self.conf_history.clear();
             self.conf_history.push_back(conf.clone());
             self.conf = conf;

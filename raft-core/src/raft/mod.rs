@@ -6,18 +6,20 @@ use std::collections::{BTreeMap, VecDeque};
 use bytes::Bytes;
 
 mod membership;
+mod tracker;
 
 use crate::config::{Config, ReadMode};
 use crate::error::Error;
 use crate::log::RaftLog;
 use crate::progress::{Progress, ProgressState};
-use crate::quorum::{JointConfig, VoteResult};
+use crate::quorum::VoteResult;
 use crate::rng::SplitMix64;
 use crate::storage::Storage;
 use crate::types::{
     ConfState, Entry, EntryKind, HardState, Index, Message, MessageBody, NodeId, ReadState, Role,
     Snapshot, Term,
 };
+use tracker::Tracker;
 
 /// One batch of work the core asks its driver to do. Do it in this order:
 /// 1. send `messages` (they do not depend on this batch's persistence);
@@ -174,8 +176,8 @@ pub struct Raft<S: Storage> {
     /// Recent configurations, oldest first, so snapshots at applied indices get the right one.
     /// Invariant: the first has index <= applied; pruned in `on_applied`.
     conf_history: VecDeque<ConfState>,
-    /// Derived from `conf`.
-    voters: JointConfig,
+    /// Quorum counting over the voters of `conf`, and the votes of a campaign.
+    tracker: Tracker,
     /// Leader: index of the last membership change proposed; no other until it is applied.
     pending_conf_index: Index,
     /// Leader: the node leadership is being transferred to, and ticks since the transfer began.
@@ -190,8 +192,6 @@ pub struct Raft<S: Storage> {
     removed: std::collections::BTreeSet<NodeId>,
     /// Membership to persist with the next `Ready`.
     conf_to_persist: Option<ConfState>,
-    /// Votes received in the current (pre-)campaign.
-    votes: BTreeMap<NodeId, bool>,
     leader: Option<LeaderState>,
     rng: SplitMix64,
     /// Ticks since boot: this node's clock.
@@ -289,10 +289,7 @@ impl<S: Storage> Raft<S> {
             vote: hs.vote,
             role: Role::Follower,
             leader_id: None,
-            voters: JointConfig {
-                incoming: conf.voters.clone(),
-                outgoing: conf.voters_outgoing.clone(),
-            },
+            tracker: Tracker::new(&conf),
             conf_history: VecDeque::from([conf.clone()]),
             conf,
             pending_conf_index: 0,
@@ -302,7 +299,6 @@ impl<S: Storage> Raft<S> {
             campaign_forced: false,
             conf_to_persist: None,
             removed: std::collections::BTreeSet::new(),
-            votes: BTreeMap::new(),
             leader: None,
             rng,
             now_ticks: 0,
@@ -352,7 +348,7 @@ impl<S: Storage> Raft<S> {
     }
     /// Voting members, ascending.
     pub fn voters(&self) -> Vec<NodeId> {
-        self.voters.ids()
+        self.tracker.voter_ids()
     }
 
     /// A snapshot of the node's state.
@@ -452,11 +448,11 @@ impl<S: Storage> Raft<S> {
     }
 
     fn quorum_is_self(&self) -> bool {
-        self.voters.is_only(self.cfg.id)
+        self.tracker.is_only_voter(self.cfg.id)
     }
 
     fn promotable(&self) -> bool {
-        self.voters.contains(self.cfg.id)
+        self.tracker.is_voter(self.cfg.id)
     }
 
     // ---------------------------------------------------------------- inputs
@@ -522,11 +518,7 @@ impl<S: Storage> Raft<S> {
         let (id, now) = (self.cfg.id, self.now_ticks);
         let timeout = u64::from(self.cfg.election_timeout_ticks);
         let Some(ls) = self.leader.as_ref() else { return false };
-        self.voters.vote_result(|v| {
-            Some(
-                v == id || ls.progress.get(&v).is_some_and(|pr| pr.last_heard_tick + timeout > now),
-            )
-        }) == VoteResult::Won
+        self.tracker.quorum_active(&ls.progress, id, now, timeout)
     }
 
     /// Starts an election now (a pre-vote first if PreVote is on).
@@ -698,9 +690,7 @@ impl<S: Storage> Raft<S> {
         }
         let Some(ls) = self.leader.as_ref() else { return false };
         let id = self.cfg.id;
-        let acked = self.voters.committed_index(|v| {
-            if v == id { ls.round } else { ls.progress.get(&v).map_or(0, |p| p.acked_round) }
-        });
+        let acked = self.tracker.acked_round(&ls.progress, id, ls.round);
         ls.round_ticks
             .iter()
             .find(|&&(r, _)| r == acked)
@@ -990,9 +980,7 @@ impl<S: Storage> Raft<S> {
                 if pre_vote != (self.role == Role::PreCandidate) {
                     return Ok(());
                 }
-                if self.voters.contains(m.from) {
-                    self.votes.entry(m.from).or_insert(granted);
-                }
+                self.tracker.record_vote(m.from, granted);
                 self.tally_votes();
                 Ok(())
             }
@@ -1001,7 +989,7 @@ impl<S: Storage> Raft<S> {
     }
 
     fn tally_votes(&mut self) {
-        match self.voters.vote_result(|v| self.votes.get(&v).copied()) {
+        match self.tracker.tally() {
             VoteResult::Won if self.role == Role::PreCandidate => self.become_candidate(),
             VoteResult::Won => self.become_leader(),
             VoteResult::Lost => self.become_follower(self.term, None),
@@ -1242,9 +1230,7 @@ impl<S: Storage> Raft<S> {
         let id = self.cfg.id;
         let persisted = self.log.persisted();
         let Some(ls) = self.leader.as_ref() else { return false };
-        let mci = self.voters.committed_index(|v| {
-            if v == id { persisted } else { ls.progress.get(&v).map_or(0, |p| p.match_index) }
-        });
+        let mci = self.tracker.committed_index(&ls.progress, id, persisted);
         if mci <= self.log.committed || self.log.term(mci) != Some(self.term) {
             return false;
         }
@@ -1275,9 +1261,7 @@ impl<S: Storage> Raft<S> {
         if ls.pending_reads.is_empty() {
             return;
         }
-        let acked = self.voters.committed_index(|v| {
-            if v == id { ls.round } else { ls.progress.get(&v).map_or(0, |p| p.acked_round) }
-        });
+        let acked = self.tracker.acked_round(&ls.progress, id, ls.round);
         let ls = self.leader.as_mut().expect("checked above");
         let mut ready = Vec::new();
         while ls.pending_reads.front().is_some_and(|r| r.round <= acked) {
@@ -1320,7 +1304,7 @@ impl<S: Storage> Raft<S> {
         self.leader_id = leader;
         self.lead_transferee = None;
         self.campaign_forced = false;
-        self.votes.clear();
+        self.tracker.reset_votes();
         self.append_needed = false;
         self.reset_election_timer();
     }
@@ -1331,7 +1315,7 @@ impl<S: Storage> Raft<S> {
         self.campaign_forced = false;
         self.role = Role::PreCandidate;
         self.leader_id = None;
-        self.votes.clear();
+        self.tracker.reset_votes();
         self.reset_election_timer();
         self.request_votes(true);
     }
@@ -1342,7 +1326,7 @@ impl<S: Storage> Raft<S> {
         self.vote = Some(self.cfg.id);
         self.role = Role::Candidate;
         self.leader_id = None;
-        self.votes.clear();
+        self.tracker.reset_votes();
         self.reset_election_timer();
         self.request_votes(false);
     }
@@ -1351,8 +1335,8 @@ impl<S: Storage> Raft<S> {
         let id = self.cfg.id;
         let term = if pre_vote { self.term + 1 } else { self.term };
         let (last_log_index, last_log_term) = (self.log.last_index(), self.log.last_term());
-        self.votes.insert(id, true);
-        for v in self.voters.ids().into_iter().filter(|&v| v != id) {
+        self.tracker.record_vote(id, true);
+        for v in self.tracker.voter_ids().into_iter().filter(|&v| v != id) {
             let body = MessageBody::Vote {
                 pre_vote,
                 last_log_index,
@@ -1381,7 +1365,7 @@ impl<S: Storage> Raft<S> {
         }
         self.role = Role::Leader;
         self.leader_id = Some(id);
-        self.votes.clear();
+        self.tracker.reset_votes();
         self.campaign_forced = false;
         self.lead_transferee = None;
         self.lease_disabled = false;
