@@ -362,6 +362,12 @@ pub enum MessageBody {
     },
     /// Leader → transfer target: campaign now, ignoring leases (§3.10 of the dissertation).
     TimeoutNow,
+    /// Member → a node it saw removed: a configuration without the receiver is committed (the
+    /// sender applied it), so the receiver is no longer a member and must stop taking part.
+    /// Sent by the leader that applies the removal, and by any member in answer to a message
+    /// from a node it saw removed (which may never see its removal committed: the leader stops
+    /// replicating to it at once).
+    Removed,
 }
 
 impl MessageBody {
@@ -381,6 +387,7 @@ impl MessageBody {
             MessageBody::ReadIndexResponse { .. } => "ReadIndexResponse",
             MessageBody::InstallSnapshot { .. } => "InstallSnapshot",
             MessageBody::TimeoutNow => "TimeoutNow",
+            MessageBody::Removed => "Removed",
         }
     }
 

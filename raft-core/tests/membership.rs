@@ -426,3 +426,61 @@ fn commit_index_in_a_vote_answer_needs_the_same_entry() {
     h.node_mut(1).step(answer(last, term)).unwrap();
     assert_eq!(h.node(1).status().commit_index, last);
 }
+
+/// A voter removed while cut off never receives the entry that removes it, so it can never see
+/// its removal committed: it would campaign forever (ignored by everyone). The first member it
+/// asks answers `Removed`; it then knows (`is_removed`), stops campaigning, and its term stays.
+/// A learner removed while cut off hears it from the leader directly.
+#[test]
+fn a_node_removed_while_cut_off_learns_it_from_the_members() {
+    let mut h = Harness::new(3);
+    h.elect(1);
+    propose_n(&mut h, 1, 1);
+    h.isolate(3);
+    h.node_mut(1).propose_conf_change(cc(vec![ConfChangeOp::Remove(3)])).unwrap();
+    h.settle();
+    assert_eq!(voters(&h, 1).0, vec![1, 2]);
+    assert_eq!(voters(&h, 3).0, vec![1, 2, 3], "node 3 never got the change");
+    assert!(!h.node(3).is_removed());
+
+    h.heal();
+    h.sent.clear();
+    let et = usize::try_from(Config::new(3).election_timeout_ticks).unwrap();
+    h.tick_all(3 * et);
+    assert!(h.node(3).is_removed(), "told by a member");
+    assert!(h.node(3).status().removed);
+    assert!(h.count_sent(|b| *b == MessageBody::Removed) >= 1);
+    let term = h.node(3).term();
+    let campaigns = |h: &Harness| h.count_sent(|b| matches!(b, MessageBody::Vote { .. }));
+    let before = campaigns(&h);
+    h.tick_all(5 * et);
+    assert_eq!(campaigns(&h), before, "a removed node does not campaign");
+    assert_eq!(h.node(3).term(), term);
+    assert_eq!(h.leaders(), vec![1]);
+    assert!(!h.node(1).is_removed() && !h.node(2).is_removed());
+
+    // A learner never campaigns, so nobody would ever answer it: the leader tells it when it
+    // applies its removal (here that message is lost, then delivered by hand).
+    let mut h = Harness::new(3);
+    h.elect(1);
+    add_blank_node(&mut h, 4);
+    h.node_mut(1).propose_conf_change(cc(vec![ConfChangeOp::AddLearner(4)])).unwrap();
+    h.settle();
+    h.cut.insert((1, 4));
+    h.sent.clear();
+    h.node_mut(1).propose_conf_change(cc(vec![ConfChangeOp::Remove(4)])).unwrap();
+    h.settle();
+    assert!(!h.node(4).is_removed());
+    let told: Vec<_> =
+        h.sent.iter().filter(|m| m.to == 4 && m.body == MessageBody::Removed).cloned().collect();
+    assert_eq!(told.len(), 1, "the leader tells the learner once");
+    h.node_mut(4).step(told[0].clone()).unwrap();
+    assert!(h.node(4).is_removed());
+
+    // A stranger's word changes nothing.
+    let mut h = Harness::new(3);
+    h.elect(1);
+    let claim = raft_core::Message { from: 9, to: 2, term: 1, body: MessageBody::Removed };
+    h.node_mut(2).step(claim).unwrap();
+    assert!(!h.node(2).is_removed());
+}

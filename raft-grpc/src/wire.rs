@@ -44,6 +44,7 @@ pub fn message_to_wire(message: Message) -> Result<proto::RaftMessage, WireError
             Body::ReadIndexResponse(proto::ReadIndexResponse { ctx, index })
         }
         MessageBody::TimeoutNow => Body::TimeoutNow(proto::TimeoutNow {}),
+        MessageBody::Removed => Body::Removed(proto::Removed {}),
         MessageBody::InstallSnapshot { .. } => return Err(WireError::SnapshotOnMessageStream),
     };
     Ok(proto::RaftMessage { from, to, term, body: Some(body) })
@@ -85,6 +86,7 @@ pub fn message_from_wire(message: proto::RaftMessage) -> Result<Message, WireErr
         Body::ReadIndex(r) => MessageBody::ReadIndex { ctx: r.ctx },
         Body::ReadIndexResponse(r) => MessageBody::ReadIndexResponse { ctx: r.ctx, index: r.index },
         Body::TimeoutNow(_) => MessageBody::TimeoutNow,
+        Body::Removed(_) => MessageBody::Removed,
     };
     Ok(Message { from, to, term, body })
 }
@@ -245,6 +247,7 @@ mod tests {
             (arb_bytes(), any::<u64>())
                 .prop_map(|(ctx, index)| MessageBody::ReadIndexResponse { ctx, index }),
             Just(MessageBody::TimeoutNow),
+            Just(MessageBody::Removed),
         ]
     }
 

@@ -221,65 +221,29 @@ pub async fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
     outcome
 }
 
-/// Resolves when this member was removed from the cluster, or the node stopped on its own.
-///
-/// A member learns of its removal by applying it, but a leader stops replicating to a member as
-/// soon as it applies the removal, so the removed member may never see it committed. Like etcd,
-/// a member that has heard no leader for a while therefore asks the other members (on their peer
-/// URLs) whether it is still listed.
+/// Resolves when this member was removed from the cluster (the node says so: it applied its
+/// removal, or a member told it, see `NodeStatus::removed`), or the node stopped on its own.
 async fn removed(node: &Node) -> Result<(), ServeError> {
     let id = node.id();
     let mut rx = node.watch_status();
-    let mut was_member = false;
-    let mut leaderless_checks = 0u32;
-    let mut check = tokio::time::interval(Duration::from_secs(1));
     loop {
         {
             let s = rx.borrow_and_update();
             if let Some(reason) = &s.stopped {
                 return Err(ServeError::Node(NodeError::Fatal(reason.clone())));
             }
-            let member = s.conf_state.members().contains(&id);
-            if was_member && !member {
+            if s.removed {
                 tracing::warn!(
                     member = format!("{id:x}"),
                     "this member was removed from the cluster; stopping"
                 );
                 return Ok(());
             }
-            was_member |= member;
         }
-        tokio::select! {
-            changed = rx.changed() => if changed.is_err() {
-                return Ok(());
-            },
-            _ = check.tick() => {
-                leaderless_checks = if node.leader().is_none() { leaderless_checks + 1 } else { 0 };
-                if was_member && leaderless_checks >= 3 && removed_per_peers(node).await {
-                    tracing::warn!(member = format!("{id:x}"), "the other members no longer list this member: it was removed; stopping");
-                    return Ok(());
-                }
-            }
+        if rx.changed().await.is_err() {
+            return Ok(());
         }
     }
-}
-
-/// Whether a member that answers considers itself part of the cluster and does not list us.
-async fn removed_per_peers(node: &Node) -> bool {
-    let id = node.id();
-    for (peer, m) in node.members() {
-        if peer == id || !m.addr.starts_with("http://") {
-            continue;
-        }
-        if let Ok(resp) = member_list(&m.addr, false, Duration::from_secs(1)).await {
-            let responder = resp.header.map_or(0, |h| h.member_id);
-            let ids: Vec<u64> = resp.members.iter().map(|m| m.id).collect();
-            if ids.contains(&responder) && !ids.contains(&id) {
-                return true;
-            }
-        }
-    }
-    false
 }
 
 /// Asks the member at `url` (a peer or client URL: both serve the Cluster service) for the

@@ -119,8 +119,17 @@ impl<S: Storage> Raft<S> {
 
     fn set_conf(&mut self, next: ConfState) {
         let (before, after) = (self.conf.members(), next.members());
-        self.removed.extend(before.iter().filter(|id| !after.contains(id)));
+        let gone: Vec<NodeId> = before.iter().copied().filter(|id| !after.contains(id)).collect();
+        self.removed.extend(&gone);
         self.removed.retain(|id| !after.contains(id));
+        if self.role == Role::Leader {
+            // The leader stops replicating to them now: tell them (best effort; a removed
+            // voter that missed it hears it again when it campaigns).
+            let me = self.cfg.id;
+            for &id in gone.iter().filter(|&&id| id != me) {
+                self.send(id, self.term, MessageBody::Removed);
+            }
+        }
         self.tracker.set_conf(&next);
         self.conf_history.push_back(next.clone());
         self.conf_to_persist = Some(next.clone());

@@ -101,6 +101,8 @@ pub struct Status {
     pub snapshot_index: Index,
     /// Node leadership is being transferred to, on a leader.
     pub lead_transferee: Option<NodeId>,
+    /// The node knows it was removed from the cluster ([`Raft::is_removed`]).
+    pub removed: bool,
 }
 
 /// How a leader is replicating to one follower.
@@ -369,6 +371,7 @@ impl<S: Storage> Raft<S> {
                 .index
                 .max(self.log.storage().first_index().unwrap_or(1).saturating_sub(1)),
             lead_transferee: self.lead_transferee,
+            removed: self.is_removed(),
         }
     }
 
@@ -452,7 +455,26 @@ impl<S: Storage> Raft<S> {
     }
 
     fn promotable(&self) -> bool {
-        self.tracker.is_voter(self.cfg.id)
+        self.tracker.is_voter(self.cfg.id) && !self.is_removed()
+    }
+
+    /// Whether this node knows it was removed from the cluster: it applied a configuration
+    /// without itself, or a member told it so ([`MessageBody::Removed`]). A removed node never
+    /// campaigns; it learns of a later configuration that adds it again like any learner.
+    pub fn is_removed(&self) -> bool {
+        self.removed.contains(&self.cfg.id)
+    }
+
+    /// A member says a committed configuration no longer has this node. Believed only from a
+    /// node that is a member of our configuration (a stranger's word changes nothing).
+    fn on_removed(&mut self, from: NodeId) {
+        if self.is_removed() || !self.conf.members().contains(&from) {
+            return;
+        }
+        self.removed.insert(self.cfg.id);
+        if self.role != Role::Follower {
+            self.become_follower(self.term, None);
+        }
     }
 
     // ---------------------------------------------------------------- inputs
@@ -703,6 +725,20 @@ impl<S: Storage> Raft<S> {
     /// the node is unchanged and keeps running.
     pub fn step(&mut self, m: Message) -> Result<(), Error> {
         self.validate(&m)?;
+        // A removed leader hands over with TimeoutNow as it steps down (membership.rs).
+        if self.removed.contains(&m.from) && m.body != MessageBody::TimeoutNow {
+            // A committed configuration no longer has the sender: whatever it says is dropped
+            // (dropping is always safe), and it hears why, so that a node that never saw its
+            // removal committed stops too. One answer per message: no amplification.
+            if m.body != MessageBody::Removed {
+                self.send(m.from, self.term, MessageBody::Removed);
+            }
+            return Ok(());
+        }
+        if m.body == MessageBody::Removed {
+            self.on_removed(m.from);
+            return Ok(());
+        }
         if let MessageBody::Vote { last_log_index, .. } = m.body
             && self.ignores_campaign_of(m.from, last_log_index)
         {
@@ -826,15 +862,12 @@ impl<S: Storage> Raft<S> {
         }
     }
 
-    /// Campaigns that must not disrupt the cluster: from a node we saw removed, or from a node
-    /// outside our configuration whose log does not reach past our configuration's index (so it
+    /// Campaigns that must not disrupt the cluster (a node we saw removed is answered
+    /// [`MessageBody::Removed`] before this): from a node outside our configuration whose log does not reach past our configuration's index (so it
     /// cannot know of a newer configuration that includes it: it was removed, or never added).
     /// A candidate merely absent from an *older* configuration of ours is not ignored (e.g. a new
     /// voter still catching up, §4.1 of the dissertation); leader stickiness covers the rest.
     fn ignores_campaign_of(&self, from: NodeId, last_log_index: Index) -> bool {
-        if self.removed.contains(&from) {
-            return true;
-        }
         self.conf.index > 0
             && last_log_index <= self.conf.index
             && !self.conf.members().contains(&from)

@@ -421,12 +421,14 @@ where
         let raft = &self.raft;
         let (role, term, leader) = (raft.role(), raft.term(), raft.leader_id());
         let conf_index = raft.conf_state().index;
+        let removed = raft.is_removed();
         let urgent = {
             let cur = self.status_tx.borrow();
             cur.role != role
                 || cur.term != term
                 || cur.leader != leader
                 || cur.conf_state.index != conf_index
+                || cur.removed != removed
         };
         if !urgent && !ticked {
             return;
@@ -456,6 +458,7 @@ where
                     raft.conf_state().clone()
                 },
                 progress,
+                removed,
                 stopped: None,
             };
             let changed = *s != next;

@@ -68,6 +68,10 @@ pub struct NodeStatus {
     pub conf_state: ConfState,
     /// On a leader, each follower's replication progress.
     pub progress: Vec<PeerProgress>,
+    /// This node knows it was removed from the cluster: it applied a configuration without
+    /// itself, or a member told it so (it may never see its removal committed, since the
+    /// leader stops replicating to it). It no longer campaigns; stop it.
+    pub removed: bool,
     /// `Some(reason)` once the node stopped.
     pub stopped: Option<String>,
 }

@@ -488,3 +488,24 @@ async fn reads_pending_at_step_down_are_answered_not_leader() {
     assert_eq!(c.node(l2).read(ReadConsistency::Linearizable, "k").await.unwrap(), "v");
     c.shutdown().await;
 }
+
+/// A member removed while cut off never sees its removal committed (the leader stops
+/// replicating to it at once); once the link is back, the members' answers tell it, and its
+/// status says `removed`.
+#[tokio::test(start_paused = true)]
+async fn a_member_removed_while_cut_off_knows_it_is_removed() {
+    let c = Cluster::new(3, seed(), defaults).await;
+    let l = c.leader().await;
+    let gone = (1..=3).find(|&i| i != l).unwrap();
+    c.propose(l, "set k v").await;
+    c.net.isolate(gone);
+    let conf = c.node(l).remove(gone).await.unwrap();
+    assert!(!conf.members().contains(&gone));
+    assert!(c.node(gone).status().conf_state.members().contains(&gone), "it never heard");
+    assert!(!c.node(gone).status().removed);
+    c.net.heal();
+    let s = c.node(gone).wait_for(Duration::from_secs(60), |s| s.removed).await.unwrap();
+    assert!(s.conf_state.members().contains(&gone), "told, not applied");
+    assert_eq!(c.propose(l, "set after 1").await, "");
+    c.shutdown().await;
+}
