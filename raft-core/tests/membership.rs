@@ -484,3 +484,57 @@ fn a_node_removed_while_cut_off_learns_it_from_the_members() {
     h.node_mut(2).step(claim).unwrap();
     assert!(!h.node(2).is_removed());
 }
+
+/// A candidate that applies its own removal while votes are on their way stops campaigning: the
+/// remaining voters' grants must not make it the leader of a configuration it is not in. (Found
+/// by the hand-off assertion in `become_leader`, simulator seed 539.)
+#[test]
+fn a_candidate_removed_mid_campaign_does_not_become_leader() {
+    use raft_core::{ConfState, Entry, EntryKind, HardState, Message};
+    let storage = MemStorage::new_with_voters(&[1, 2, 3, 4]);
+    let removal = ConfState { voters: vec![1, 2, 4], ..Default::default() };
+    storage
+        .append(&[
+            Entry { term: 1, index: 1, kind: EntryKind::Normal, data: Bytes::new() },
+            Entry { term: 1, index: 2, kind: EntryKind::ConfChange, data: removal.encode() },
+        ])
+        .unwrap();
+    storage.set_hard_state(HardState { term: 1, vote: None, commit: 1 });
+    let mut cfg = Config::new(3);
+    cfg.pre_vote = false;
+    let mut r = Raft::new(cfg, storage).unwrap();
+    let drive = |r: &mut Raft<MemStorage>| {
+        while r.has_ready() {
+            let rd = r.ready();
+            r.storage().append(&rd.entries).unwrap();
+            if let Some(hs) = rd.hard_state {
+                r.storage().set_hard_state(hs);
+            }
+            r.on_persisted(rd.number).unwrap();
+            if let Some(e) = rd.committed_entries.last() {
+                r.on_applied(e.index).unwrap();
+            }
+        }
+    };
+    drive(&mut r);
+    r.campaign();
+    drive(&mut r);
+    assert_eq!((r.role(), r.term()), (Role::Candidate, 2));
+    let answer = |from, granted, commit_index| Message {
+        from,
+        to: 3,
+        term: 2,
+        body: MessageBody::VoteResponse { pre_vote: false, granted, commit_index, commit_term: 1 },
+    };
+    // Node 1 refuses, and its answer says index 2 (the removal) is committed.
+    r.step(answer(1, false, 2)).unwrap();
+    drive(&mut r);
+    assert_eq!(r.conf_state().voters, vec![1, 2, 4]);
+    assert!(r.is_removed());
+    assert_eq!(r.role(), Role::Follower, "removed mid-campaign: no longer a candidate");
+    // Grants from a quorum of the new configuration arrive: nothing happens.
+    r.step(answer(2, true, 0)).unwrap();
+    r.step(answer(4, true, 0)).unwrap();
+    drive(&mut r);
+    assert_eq!(r.role(), Role::Follower);
+}

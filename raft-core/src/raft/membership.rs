@@ -95,6 +95,9 @@ impl<S: Storage> Raft<S> {
         if e.index <= self.conf.index {
             return; // Applied before a restart: the stored configuration already has it.
         }
+        self.assert_invariant(e.index <= self.log.committed, || {
+            format!("membership change at index {} applied before it is committed", e.index)
+        });
         // The entry carries the whole configuration; one that does not decode (or has no voter)
         // is skipped on every node alike, so configurations never diverge.
         let Some(mut next) = ConfState::decode(&e.data) else { return };
@@ -134,6 +137,12 @@ impl<S: Storage> Raft<S> {
         self.conf_history.push_back(next.clone());
         self.conf_to_persist = Some(next.clone());
         self.conf = next;
+        if matches!(self.role, Role::Candidate | Role::PreCandidate) && !self.promotable() {
+            // Removed (or demoted) while campaigning: votes still on their way must not make
+            // it the leader of a configuration it is not in.
+            self.become_follower(self.term, None);
+            return;
+        }
         if self.role != Role::Leader {
             return;
         }

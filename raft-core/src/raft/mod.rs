@@ -446,6 +446,25 @@ impl<S: Storage> Raft<S> {
         )
     }
 
+    /// Crashes loudly, naming the node, its term and log position, when an invariant that the
+    /// code relies on is broken (STYLE: assert at hand-offs). Never used for bad input.
+    #[track_caller]
+    fn assert_invariant(&self, holds: bool, what: impl FnOnce() -> String) {
+        if !holds {
+            panic!(
+                "raft invariant broken on node {} (term {}, role {:?}, commit {}, persisted {}, \
+                 last {}): {}",
+                self.cfg.id,
+                self.term,
+                self.role,
+                self.log.committed,
+                self.log.persisted(),
+                self.log.last_index(),
+                what()
+            );
+        }
+    }
+
     fn hard_state(&self) -> HardState {
         HardState { term: self.term, vote: self.vote, commit: self.log.committed }
     }
@@ -941,9 +960,10 @@ impl<S: Storage> Raft<S> {
     /// [`MessageBody::VoteResponse`]).
     fn vote_response(&self, pre_vote: bool, granted: bool, candidate_last: Index) -> MessageBody {
         let index = self.log.committed.min(candidate_last);
+        // Index 0 has term 0; a compacted index has no term here, so nothing is said.
         let (commit_index, commit_term) = match self.log.term(index) {
-            Some(t) if index > 0 => (index, t),
-            _ => (0, 0),
+            Some(t) => (index, t),
+            None => (0, 0),
         };
         MessageBody::VoteResponse { pre_vote, granted, commit_index, commit_term }
     }
@@ -952,8 +972,8 @@ impl<S: Storage> Raft<S> {
     /// holds the same entry, it holds the same log up to there (Log Matching), so everything up
     /// to `index` is committed here too. A leader counts its own commits.
     fn learn_commit(&mut self, index: Index, term: Term) {
+        // (`commit_to` ignores an index at or below the commit index.)
         if self.role != Role::Leader
-            && index > self.log.committed
             && index <= self.log.last_index()
             && self.log.term(index) == Some(term)
         {
@@ -1267,6 +1287,9 @@ impl<S: Storage> Raft<S> {
         if mci <= self.log.committed || self.log.term(mci) != Some(self.term) {
             return false;
         }
+        self.assert_invariant(mci <= self.log.last_index(), || {
+            format!("a quorum holds index {mci}, beyond the leader's log")
+        });
         let first_commit_in_term = self.log.term(self.log.committed) != Some(self.term);
         self.log.commit_to(mci);
         let ls = self.leader.as_mut().expect("checked above");
@@ -1383,6 +1406,15 @@ impl<S: Storage> Raft<S> {
 
     fn become_leader(&mut self) {
         let id = self.cfg.id;
+        self.assert_invariant(
+            self.role == Role::Candidate && self.vote == Some(id) && self.promotable(),
+            || {
+                format!(
+                    "becoming leader of term {} as {:?} with vote {:?}",
+                    self.term, self.role, self.vote
+                )
+            },
+        );
         let next = self.log.last_index() + 1;
         let mut progress = BTreeMap::new();
         for p in self.conf.members() {
@@ -1511,6 +1543,9 @@ impl<S: Storage> Raft<S> {
                 self.log.stable_to(r.last_index, r.last_term);
             }
         }
+        self.assert_invariant(self.log.persisted() <= self.log.last_index(), || {
+            format!("ready #{number} acknowledged: persisted beyond the log")
+        });
         if self.role == Role::Leader {
             let persisted = self.log.persisted();
             let id = self.cfg.id;
