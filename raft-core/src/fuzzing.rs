@@ -365,7 +365,7 @@ impl Harness {
                 ctx: input.payload(),
                 index: input.near(s.commit_index),
             },
-            10 if input.u8() % 8 == 0 => MessageBody::Removed,
+            10 if input.u8().is_multiple_of(8) => MessageBody::Removed,
             10 => MessageBody::TimeoutNow,
             _ => MessageBody::HeartbeatResponse { round: self.last_round },
         };
