@@ -882,8 +882,9 @@ impl<S: Storage> Raft<S> {
     }
 
     /// Campaigns that must not disrupt the cluster (a node we saw removed is answered
-    /// [`MessageBody::Removed`] before this): from a node outside our configuration whose log does not reach past our configuration's index (so it
-    /// cannot know of a newer configuration that includes it: it was removed, or never added).
+    /// [`MessageBody::Removed`] before this): from a node outside our configuration whose log
+    /// does not reach past our configuration's index (so it cannot know of a newer
+    /// configuration that includes it: it was removed, or never added).
     /// A candidate merely absent from an *older* configuration of ours is not ignored (e.g. a new
     /// voter still catching up, §4.1 of the dissertation); leader stickiness covers the rest.
     fn ignores_campaign_of(&self, from: NodeId, last_log_index: Index) -> bool {

@@ -53,9 +53,7 @@ impl Tracker {
         me: NodeId,
         own: Index,
     ) -> Index {
-        self.voters.committed_index(|v| {
-            if v == me { own } else { progress.get(&v).map_or(0, |p| p.match_index) }
-        })
+        self.quorum_value(progress, me, own, |p| p.match_index)
     }
 
     /// The latest heartbeat round acknowledged by a quorum, `me` having sent `own_round`.
@@ -65,9 +63,19 @@ impl Tracker {
         me: NodeId,
         own_round: u64,
     ) -> u64 {
-        self.voters.committed_index(|v| {
-            if v == me { own_round } else { progress.get(&v).map_or(0, |p| p.acked_round) }
-        })
+        self.quorum_value(progress, me, own_round, |p| p.acked_round)
+    }
+
+    /// The largest value a quorum reached: `own` for `me`, `of(progress)` for every other voter
+    /// (0 if unknown).
+    fn quorum_value(
+        &self,
+        progress: &BTreeMap<NodeId, Progress>,
+        me: NodeId,
+        own: u64,
+        of: impl Fn(&Progress) -> u64,
+    ) -> u64 {
+        self.voters.committed_index(|v| if v == me { own } else { progress.get(&v).map_or(0, &of) })
     }
 
     /// Whether a quorum (counting `me`) was heard from less than `timeout` ticks before `now`.
