@@ -8,11 +8,13 @@ mod config;
 mod driver;
 mod envelope;
 mod mem;
+mod metrics;
 mod node;
 mod state_machine;
 
 pub use config::{NodeConfig, NodeError, ReadConsistency};
 pub use envelope::Member;
 pub use mem::{MemNetwork, MemTransport};
-pub use node::{ClientRequest, Inbox, Mailbox, Node, NodeMetrics, NodeStatus, Session, mailbox};
+pub use metrics::NodeMetrics;
+pub use node::{ClientRequest, Inbox, Mailbox, Node, NodeStatus, Session, mailbox};
 pub use state_machine::{Command, SnapshotBuilder, StateMachine, StateMachineError};
