@@ -24,8 +24,17 @@ pub struct NodeConfig {
     pub max_pending_requests: usize,
     /// Most commands proposed as one batch (one log append and one fsync for all of them).
     pub max_batch_commands: usize,
-    /// Batches of committed entries queued for the apply task; the core waits when it is full.
+    /// Jobs queued for the applier (batches of committed entries, reads to serve, proposals to
+    /// answer). While it is full the driver takes no new requests (they wait in their own
+    /// bounded queue) and the core hands out no more committed entries than
+    /// `Config::max_unapplied_entries`.
     pub apply_queue_batches: usize,
+    /// Batches queued for the persister (written, waiting for their fsync); the driver waits
+    /// when it is full.
+    pub persist_queue_batches: usize,
+    /// Leadership and membership changes queued for each [`crate::runtime::Node::events`]
+    /// receiver; one that falls further behind skips to the latest.
+    pub event_queue: usize,
     /// Messages and transport events queued from the transport to the node.
     pub inbound_queue: usize,
     /// Take a snapshot (and compact the log) after this many entries were applied since the last
@@ -55,7 +64,9 @@ impl NodeConfig {
             read_timeout: Duration::from_secs(5),
             max_pending_requests: 4096,
             max_batch_commands: 1024,
-            apply_queue_batches: 64,
+            apply_queue_batches: 256,
+            persist_queue_batches: 1024,
+            event_queue: 64,
             inbound_queue: 4096,
             snapshot_entries: 10_000,
             max_sessions: 10_000,
@@ -80,6 +91,8 @@ impl NodeConfig {
             ("max_pending_requests", self.max_pending_requests),
             ("max_batch_commands", self.max_batch_commands),
             ("apply_queue_batches", self.apply_queue_batches),
+            ("persist_queue_batches", self.persist_queue_batches),
+            ("event_queue", self.event_queue),
             ("inbound_queue", self.inbound_queue),
             ("max_sessions", self.max_sessions),
         ] {

@@ -10,19 +10,22 @@
 //! | 2 session command  | `client u64, seq u64`, payload |
 //! | 3 open session     | (nothing) |
 //! | 4 set member       | `id u64, addr_len u32, addr, meta` |
+//! | 5 promote later    | `id u64` (promote this learner once it has caught up) |
 //!
 //! All integers are little-endian. Decoding never panics: a malformed entry is reported.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::types::{Index, NodeId};
+use super::sessions::{Session, Sessions};
+use crate::types::NodeId;
 
 const KIND_COMMAND: u8 = 1;
 const KIND_SESSION_COMMAND: u8 = 2;
 const KIND_OPEN_SESSION: u8 = 3;
 const KIND_SET_MEMBER: u8 = 4;
+const KIND_PROMOTE_LATER: u8 = 5;
 
 /// Identifies the caller waiting for an entry: the node that proposed it and its number there.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -34,10 +37,29 @@ pub(crate) struct Origin {
 /// A decoded runtime entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Envelope {
-    Command { origin: Origin, payload: Bytes },
-    SessionCommand { origin: Origin, client: u64, seq: u64, payload: Bytes },
-    OpenSession { origin: Origin },
-    SetMember { origin: Origin, id: NodeId, member: Member },
+    Command {
+        origin: Origin,
+        payload: Bytes,
+    },
+    SessionCommand {
+        origin: Origin,
+        client: u64,
+        seq: u64,
+        payload: Bytes,
+    },
+    OpenSession {
+        origin: Origin,
+    },
+    SetMember {
+        origin: Origin,
+        id: NodeId,
+        member: Member,
+    },
+    /// The leader is to promote learner `id` to voter once it has caught up.
+    PromoteLater {
+        origin: Origin,
+        id: NodeId,
+    },
 }
 
 /// A member's transport address and the application's metadata about it (replicated).
@@ -73,6 +95,11 @@ impl Envelope {
                 b.freeze()
             }
             Envelope::OpenSession { origin } => header(KIND_OPEN_SESSION, *origin, 0).freeze(),
+            Envelope::PromoteLater { origin, id } => {
+                let mut b = header(KIND_PROMOTE_LATER, *origin, 8);
+                b.put_u64_le(*id);
+                b.freeze()
+            }
             Envelope::SetMember { origin, id, member } => {
                 let mut b =
                     header(KIND_SET_MEMBER, *origin, 12 + member.addr.len() + member.meta.len());
@@ -83,6 +110,13 @@ impl Envelope {
                 b.freeze()
             }
         }
+    }
+
+    /// The origin alone (to find the caller of a proposal the leader refused).
+    pub(crate) fn origin(data: &Bytes) -> Option<Origin> {
+        let mut r = Reader { data, pos: 0 };
+        r.u8().ok()?;
+        Some(Origin { node: r.u64().ok()?, proposal: r.u64().ok()? })
     }
 
     /// Decodes an entry; `data` is the entry's payload (sliced without copying).
@@ -102,6 +136,7 @@ impl Envelope {
                 let addr = r.string()?;
                 Envelope::SetMember { origin, id, member: Member { addr, meta: r.rest() } }
             }
+            KIND_PROMOTE_LATER => Envelope::PromoteLater { origin, id: r.u64()? },
             _ => return Err("unknown entry kind"),
         })
     }
@@ -150,89 +185,17 @@ impl Reader<'_> {
     }
 }
 
-/// One client session (Raft dissertation §6.3): the highest sequence number applied and its
-/// response, so a retry of that request is answered without applying it again.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Session {
-    pub(crate) last_seq: u64,
-    pub(crate) last_response: Bytes,
-    /// Log index of the session's last use (opening counts); expiry is measured in log indexes.
-    pub(crate) last_used: Index,
-}
-
-/// What a session command should do, decided deterministically from the replicated table.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum SessionCheck {
-    /// Apply it.
-    Fresh,
-    /// Already applied: answer with this response.
-    Duplicate(Bytes),
-    /// Older than the last applied request: its response is gone.
-    Stale { last_seq: u64 },
-    /// The session does not exist or expired.
-    Expired,
-}
-
-/// The replicated client-session table. Every decision depends only on log indexes, so all
-/// nodes agree on it.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(crate) struct Sessions {
-    pub(crate) table: BTreeMap<u64, Session>,
-}
-
-impl Sessions {
-    /// Opens a session whose id is the log index of its opening entry. First drops sessions idle
-    /// for more than `idle_entries`, then, if still full, the least recently used.
-    pub(crate) fn open(&mut self, index: Index, max_sessions: usize, idle_entries: u64) -> u64 {
-        self.table.retain(|_, s| s.last_used.saturating_add(idle_entries) >= index);
-        while self.table.len() >= max_sessions.max(1) {
-            let lru =
-                self.table.iter().min_by_key(|(id, s)| (s.last_used, **id)).map(|(id, _)| *id);
-            match lru {
-                Some(id) => self.table.remove(&id),
-                None => break,
-            };
-        }
-        self.table
-            .insert(index, Session { last_seq: 0, last_response: Bytes::new(), last_used: index });
-        index
-    }
-
-    pub(crate) fn check(
-        &self,
-        client: u64,
-        seq: u64,
-        index: Index,
-        idle_entries: u64,
-    ) -> SessionCheck {
-        match self.table.get(&client) {
-            None => SessionCheck::Expired,
-            Some(s) if s.last_used.saturating_add(idle_entries) < index => SessionCheck::Expired,
-            Some(s) if seq == s.last_seq && seq != 0 => {
-                SessionCheck::Duplicate(s.last_response.clone())
-            }
-            Some(s) if seq <= s.last_seq => SessionCheck::Stale { last_seq: s.last_seq },
-            Some(_) => SessionCheck::Fresh,
-        }
-    }
-
-    /// Records the response of a freshly applied request.
-    pub(crate) fn record(&mut self, client: u64, seq: u64, index: Index, response: Bytes) {
-        if let Some(s) = self.table.get_mut(&client) {
-            s.last_seq = seq;
-            s.last_response = response;
-            s.last_used = index;
-        }
-    }
-}
-
-const SNAPSHOT_MAGIC: &[u8; 4] = b"RTS1";
+/// Version 2 added the learners to promote; version 1 snapshots are still read.
+const SNAPSHOT_MAGIC: &[u8; 4] = b"RTS2";
+const SNAPSHOT_MAGIC_V1: &[u8; 4] = b"RTS1";
 
 /// The runtime's part of a snapshot, wrapped around the application's data.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct SnapshotEnvelope {
     pub(crate) sessions: Sessions,
     pub(crate) members: BTreeMap<NodeId, Member>,
+    /// Learners the leader promotes once they have caught up.
+    pub(crate) promote: BTreeSet<NodeId>,
     pub(crate) app: Bytes,
 }
 
@@ -256,6 +219,10 @@ impl SnapshotEnvelope {
             b.put_u32_le(m.meta.len() as u32);
             b.put_slice(&m.meta);
         }
+        b.put_u32_le(self.promote.len() as u32);
+        for id in &self.promote {
+            b.put_u64_le(*id);
+        }
         b.put_u64_le(self.app.len() as u64);
         b.put_slice(&self.app);
         b.freeze()
@@ -263,9 +230,11 @@ impl SnapshotEnvelope {
 
     pub(crate) fn decode(data: &Bytes) -> Result<SnapshotEnvelope, &'static str> {
         let mut r = Reader { data, pos: 0 };
-        if r.take(4)? != SNAPSHOT_MAGIC {
-            return Err("not a runtime snapshot (bad magic)");
-        }
+        let v2 = match r.take(4)? {
+            m if m == SNAPSHOT_MAGIC => true,
+            m if m == SNAPSHOT_MAGIC_V1 => false,
+            _ => return Err("not a runtime snapshot (bad magic)"),
+        };
         let mut out = SnapshotEnvelope::default();
         for _ in 0..r.u32()? {
             let id = r.u64()?;
@@ -278,6 +247,11 @@ impl SnapshotEnvelope {
             let addr = r.string()?;
             let meta = r.bytes()?;
             out.members.insert(id, Member { addr, meta });
+        }
+        if v2 {
+            for _ in 0..r.u32()? {
+                out.promote.insert(r.u64()?);
+            }
         }
         let len = r.u64()?;
         out.app = r.rest();
@@ -307,6 +281,7 @@ mod tests {
                 payload: Bytes::from_static(b"inc"),
             },
             Envelope::OpenSession { origin: origin() },
+            Envelope::PromoteLater { origin: origin(), id: 9 },
             Envelope::SetMember {
                 origin: origin(),
                 id: 4,
@@ -314,6 +289,7 @@ mod tests {
             },
         ];
         for e in cases {
+            assert_eq!(Envelope::origin(&e.encode()), Some(origin()));
             assert_eq!(Envelope::decode(&e.encode()), Ok(e));
         }
     }
@@ -335,41 +311,13 @@ mod tests {
     }
 
     #[test]
-    fn sessions_deduplicate_and_expire_by_index() {
-        let mut s = Sessions::default();
-        let c = s.open(10, 8, 100);
-        assert_eq!(c, 10);
-        assert_eq!(s.check(c, 1, 11, 100), SessionCheck::Fresh);
-        s.record(c, 1, 11, Bytes::from_static(b"r1"));
-        assert_eq!(s.check(c, 1, 12, 100), SessionCheck::Duplicate(Bytes::from_static(b"r1")));
-        assert_eq!(s.check(c, 0, 12, 100), SessionCheck::Stale { last_seq: 1 });
-        assert_eq!(s.check(c, 2, 111, 100), SessionCheck::Fresh);
-        assert_eq!(s.check(c, 2, 112, 100), SessionCheck::Expired);
-        assert_eq!(s.check(99, 1, 12, 100), SessionCheck::Expired);
-    }
-
-    #[test]
-    fn opening_evicts_idle_then_least_recently_used() {
-        let mut s = Sessions::default();
-        for i in 1..=3 {
-            s.open(i, 3, 1000);
-        }
-        s.record(1, 1, 5, Bytes::new());
-        s.open(6, 3, 1000);
-        // Full at 3: session 2 (used at 2) is the least recently used.
-        assert_eq!(s.table.keys().copied().collect::<Vec<_>>(), vec![1, 3, 6]);
-        s.open(2000, 3, 1000);
-        // 1 (used at 5), 3 and 6 are idle for more than 1000 entries.
-        assert_eq!(s.table.keys().copied().collect::<Vec<_>>(), vec![2000]);
-    }
-
-    #[test]
     fn snapshot_envelope_round_trips_and_refuses_garbage() {
         let mut env =
             SnapshotEnvelope { app: Bytes::from_static(b"app-state"), ..Default::default() };
         env.sessions.open(3, 10, 10);
         env.sessions.record(3, 1, 4, Bytes::from_static(b"resp"));
         env.members.insert(2, Member { addr: "b:2".into(), meta: Bytes::from_static(b"meta") });
+        env.promote.insert(5);
         let enc = env.encode();
         assert_eq!(SnapshotEnvelope::decode(&enc), Ok(env));
         assert!(SnapshotEnvelope::decode(&Bytes::from_static(b"junk")).is_err());

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::node::Mailbox;
+use super::mailbox::Mailbox;
 use crate::transport::{SnapshotStatus, Transport, TransportEvent};
 use crate::types::{Message, MessageBody, NodeId};
 

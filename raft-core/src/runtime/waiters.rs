@@ -1,0 +1,86 @@
+//! The callers waiting for their proposals, owned by the applier (which answers them when their
+//! entries are applied). The driver hands each proposal's reply over in the order it gave the
+//! proposals to the core, before their entries can be committed.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use bytes::Bytes;
+
+use super::config::NodeError;
+use super::request::Reply;
+
+/// Proposals of this node waiting for their entries, and the order they were handed to the core.
+pub(crate) struct Waiters {
+    waiting: HashMap<u64, Reply<Bytes>>,
+    /// Proposal numbers in the order the driver handed them to the core (which appends them, or
+    /// forwards them over the in-order transport to the leader, in that order): see
+    /// [`Waiters::settle_overtaken`].
+    order: VecDeque<u64>,
+    /// Most entries kept in `waiting` and `order` (callers that gave up leave theirs behind
+    /// until their entry is applied or overtaken; beyond this they are dropped).
+    cap: usize,
+}
+
+impl Waiters {
+    pub(crate) fn new(max_pending: usize) -> Waiters {
+        Waiters { waiting: HashMap::new(), order: VecDeque::new(), cap: 2 * max_pending.max(1) }
+    }
+
+    /// The driver handed these proposals, in this order, to the core.
+    pub(crate) fn proposed(&mut self, batch: Vec<(u64, Reply<Bytes>)>) {
+        if self.waiting.len() + batch.len() > self.cap {
+            // Callers that timed out left their replies here: drop those first.
+            self.waiting.retain(|_, r| !r.is_closed());
+        }
+        for (id, reply) in batch {
+            self.order.push_back(id);
+            self.waiting.insert(id, reply);
+        }
+        if self.order.len() > self.cap {
+            let extra = self.order.len() - self.cap;
+            self.order.drain(..extra);
+        }
+    }
+
+    /// Answers proposal `id` (if this node still waits for it).
+    pub(crate) fn answer(&mut self, id: u64, result: Result<Bytes, NodeError>) -> bool {
+        match self.waiting.remove(&id) {
+            Some(reply) => reply.send(result).is_ok(),
+            None => false,
+        }
+    }
+
+    /// Called once the entries that answered `applied` (this node's proposals) and every entry
+    /// before them are applied. Proposals normally reach the log in the order of
+    /// [`Waiters::proposed`], so one handed over before the last one applied that is still
+    /// unanswered was lost on the way: its caller gets [`NodeError::Overtaken`] now instead of a
+    /// timeout. Returns how many. (Not a proof: a forward held up across a reconnect and a
+    /// change of leader can still land later, which is why the error, like a timeout, leaves
+    /// the outcome open. Refusals the leader reports come back as [`Waiters::answer`] with the
+    /// leader's error instead.)
+    pub(crate) fn settle_overtaken(&mut self, applied: &[u64]) -> u64 {
+        if applied.is_empty() {
+            return 0;
+        }
+        let applied: HashSet<u64> = applied.iter().copied().collect();
+        let Some(last) = self.order.iter().rposition(|id| applied.contains(id)) else { return 0 };
+        let mut n = 0;
+        for id in self.order.drain(..=last) {
+            if let Some(reply) = self.waiting.remove(&id) {
+                n += 1;
+                let _ = reply.send(Err(NodeError::Overtaken));
+            }
+        }
+        n
+    }
+
+    /// A snapshot replaced the state: proposals applied inside it are never answered one by
+    /// one, so the order says nothing any more about the ones handed over so far.
+    pub(crate) fn forget_order(&mut self) {
+        self.order.clear();
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.waiting.len()
+    }
+}
