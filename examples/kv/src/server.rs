@@ -197,7 +197,6 @@ pub async fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
         peer_urls,
         client_urls,
     )));
-    tasks.push(tokio::spawn(services::auto_promote(ctx.clone())));
 
     let outcome = tokio::select! {
         _ = shutdown_signal() => {

@@ -2,6 +2,7 @@
 //! in-memory network, under tokio's paused clock: time advances only when every task waits, so
 //! runs are fast and elections follow the printed seed.
 
+mod api;
 mod chaos;
 mod cluster;
 

@@ -1,20 +1,17 @@
 //! etcd's KV, Cluster and Maintenance services on top of the Raft node.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use raft_core::runtime::{Node, NodeError, ReadConsistency};
-use raft_core::{NodeId, Role};
-use tonic::transport::Channel;
+use raft_core::Role;
 use tonic::{Request, Response, Status};
 
 use super::convert::{self, Header, node_status, store_status};
 use super::sm::{MemberMeta, QUERY_RANGE, QUERY_STATS, Stats};
 use crate::cli::{Url, member_id_at};
 use crate::pb::etcdserverpb as pb;
-use crate::pb::etcdserverpb::cluster_client::ClusterClient;
 use crate::store::{self, CommandResponse};
 
 /// The version `Status` reports: the etcd API level raft-kv speaks.
@@ -27,8 +24,6 @@ pub(crate) struct Ctx {
     pub(crate) member_id: u64,
     pub(crate) token: String,
     pub(crate) max_txn_ops: usize,
-    /// Connections to other members' client URLs, for forwarding membership changes.
-    channels: Mutex<BTreeMap<NodeId, Channel>>,
 }
 
 impl Ctx {
@@ -45,7 +40,6 @@ impl Ctx {
             member_id,
             token,
             max_txn_ops,
-            channels: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -117,29 +111,6 @@ impl Ctx {
             .collect()
     }
 
-    /// A client to the leader's Cluster service, when this member is not the leader.
-    fn leader_client(&self) -> Result<Option<ClusterClient<Channel>>, Status> {
-        if self.node.role() == Role::Leader {
-            return Ok(None);
-        }
-        let leader =
-            self.node.leader().ok_or_else(|| Status::unavailable("etcdserver: no leader"))?;
-        let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(c) = channels.get(&leader) {
-            return Ok(Some(ClusterClient::new(c.clone())));
-        }
-        let meta = self.node.members().get(&leader).map(|m| MemberMeta::decode(&m.meta));
-        let url = meta.and_then(|m| m.client_urls.into_iter().find(|u| u.starts_with("http://")));
-        let url = url.ok_or_else(|| {
-            Status::unavailable("etcdserver: the leader's client URL is not known yet; retry")
-        })?;
-        let channel = Channel::from_shared(url)
-            .map_err(|e| Status::internal(e.to_string()))?
-            .connect_timeout(Duration::from_secs(2))
-            .connect_lazy();
-        channels.insert(leader, channel.clone());
-        Ok(Some(ClusterClient::new(channel)))
-    }
 }
 
 /// etcd's KV service.
@@ -223,8 +194,8 @@ impl pb::kv_server::Kv for KvService {
     }
 }
 
-/// etcd's Cluster service, mapped onto Raft membership changes. Changes are made by the leader;
-/// another member forwards them to the leader's client URL.
+/// etcd's Cluster service, mapped onto Raft membership changes, on any member (the library
+/// forwards the changes to the leader).
 pub(crate) struct ClusterService(pub(crate) Arc<Ctx>);
 
 fn parse_urls(urls: &[String]) -> Result<Vec<Url>, Status> {
@@ -248,9 +219,6 @@ impl pb::cluster_server::Cluster for ClusterService {
         &self,
         request: Request<pb::MemberAddRequest>,
     ) -> Result<Response<pb::MemberAddResponse>, Status> {
-        if let Some(mut leader) = self.0.leader_client()? {
-            return leader.member_add(request).await;
-        }
         let r = request.into_inner();
         let urls = parse_urls(&r.peer_ur_ls)?;
         let taken: Vec<String> = self.0.members().into_iter().flat_map(|m| m.peer_ur_ls).collect();
@@ -261,17 +229,18 @@ impl pb::cluster_server::Cluster for ClusterService {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
         let id = member_id_at(&urls, &self.0.token, Some(now));
-        // A voter joins as a learner and is promoted once it has caught up (see `auto_promote`).
-        let meta = MemberMeta {
-            name: String::new(),
-            peer_urls: r.peer_ur_ls.clone(),
-            client_urls: Vec::new(),
-            wants_voter: !r.is_learner,
+        let meta =
+            MemberMeta { name: String::new(), peer_urls: r.peer_ur_ls.clone(), client_urls: Vec::new() };
+        let (node, addr, meta) = (&self.0.node, r.peer_ur_ls[0].clone(), meta.encode());
+        // A voter joins as a learner and the leader promotes it once it has caught up (so a new
+        // member never weakens the quorum while it copies the log); `member add` returns at
+        // once, since the new member starts only after it.
+        let added = if r.is_learner {
+            node.add_learner(id, addr, meta).await
+        } else {
+            node.add_voter_later(id, addr, meta).await
         };
-        let node = &self.0.node;
-        node.add_learner(id, r.peer_ur_ls[0].clone(), meta.encode())
-            .await
-            .map_err(|e| node_status(&e))?;
+        added.map_err(|e| node_status(&e))?;
         let member = pb::Member {
             id,
             name: String::new(),
@@ -291,9 +260,6 @@ impl pb::cluster_server::Cluster for ClusterService {
         &self,
         request: Request<pb::MemberRemoveRequest>,
     ) -> Result<Response<pb::MemberRemoveResponse>, Status> {
-        if let Some(mut leader) = self.0.leader_client()? {
-            return leader.member_remove(request).await;
-        }
         let id = request.into_inner().id;
         if !self.0.members().iter().any(|m| m.id == id) {
             return Err(Status::not_found("etcdserver: member not found"));
@@ -328,11 +294,7 @@ impl pb::cluster_server::Cluster for ClusterService {
         request: Request<pb::MemberListRequest>,
     ) -> Result<Response<pb::MemberListResponse>, Status> {
         if request.into_inner().linearizable {
-            self.0
-                .node
-                .read(ReadConsistency::Linearizable, Bytes::from_static(&[QUERY_STATS]))
-                .await
-                .map_err(|e| node_status(&e))?;
+            self.0.node.read_barrier().await.map_err(|e| node_status(&e))?;
         }
         Ok(Response::new(self.list(0)))
     }
@@ -341,9 +303,6 @@ impl pb::cluster_server::Cluster for ClusterService {
         &self,
         request: Request<pb::MemberPromoteRequest>,
     ) -> Result<Response<pb::MemberPromoteResponse>, Status> {
-        if let Some(mut leader) = self.0.leader_client()? {
-            return leader.member_promote(request).await;
-        }
         let id = request.into_inner().id;
         match self.0.members().iter().find(|m| m.id == id) {
             None => return Err(Status::not_found("etcdserver: member not found")),
@@ -357,33 +316,6 @@ impl pb::cluster_server::Cluster for ClusterService {
         self.0.node.promote(id).await.map_err(|e| node_status(&e))?;
         let list = self.list(0);
         Ok(Response::new(pb::MemberPromoteResponse { header: list.header, members: list.members }))
-    }
-}
-
-/// The leader promotes learners that were added as voters (`etcdctl member add` without
-/// `--learner`) once they have caught up. Runs on every member; acts only on the leader.
-pub(crate) async fn auto_promote(ctx: Arc<Ctx>) {
-    loop {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let status = ctx.node.status();
-        if status.stopped.is_some() {
-            return;
-        }
-        if status.role != Role::Leader {
-            continue;
-        }
-        for (id, m) in ctx.node.members() {
-            if status.conf_state.learners.contains(&id) && MemberMeta::decode(&m.meta).wants_voter {
-                match ctx.node.promote(id).await {
-                    Ok(_) => {
-                        tracing::info!(member = format!("{id:x}"), "learner promoted to voter")
-                    }
-                    Err(e) => {
-                        tracing::debug!(member = format!("{id:x}"), error = %e, "not promoted yet")
-                    }
-                }
-            }
-        }
     }
 }
 

@@ -90,8 +90,6 @@ pub(crate) struct MemberMeta {
     pub(crate) name: String,
     pub(crate) peer_urls: Vec<String>,
     pub(crate) client_urls: Vec<String>,
-    /// Added as a voter: the leader promotes it from learner once it has caught up.
-    pub(crate) wants_voter: bool,
 }
 
 impl MemberMeta {
@@ -104,7 +102,9 @@ impl MemberMeta {
         put(&self.name);
         put(&self.peer_urls.join(","));
         put(&self.client_urls.join(","));
-        put(if self.wants_voter { "1" } else { "" });
+        // Formerly "wants voter" (the library keeps learners to promote now): kept empty so the
+        // layout stays the same.
+        put("");
         b.freeze()
     }
 
@@ -120,12 +120,9 @@ impl MemberMeta {
             s.split(',').filter(|u| !u.is_empty()).map(String::from).collect()
         };
         match (take(), take(), take(), take()) {
-            (Some(name), Some(peers), Some(clients), Some(voter)) => MemberMeta {
-                name,
-                peer_urls: split(peers),
-                client_urls: split(clients),
-                wants_voter: voter == "1",
-            },
+            (Some(name), Some(peers), Some(clients), Some(_reserved)) => {
+                MemberMeta { name, peer_urls: split(peers), client_urls: split(clients) }
+            }
             _ => MemberMeta::default(),
         }
     }
@@ -141,7 +138,6 @@ mod tests {
             name: "infra1".into(),
             peer_urls: vec!["http://127.0.0.1:2380".into()],
             client_urls: vec!["http://127.0.0.1:2379".into(), "http://10.0.0.1:2379".into()],
-            wants_voter: true,
         };
         assert_eq!(MemberMeta::decode(&m.encode()), m);
         assert_eq!(MemberMeta::decode(b"\xff\xff\xff\xff"), MemberMeta::default());
