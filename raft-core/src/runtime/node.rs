@@ -331,7 +331,7 @@ impl Node {
             next_proposal: AtomicU64::new(1),
             waiters: Mutex::new(BTreeMap::new()),
             members: RwLock::new(tables.members.clone()),
-            metrics: Metrics::default(),
+            metrics: Metrics::new(id),
             snapshot_waiters: Mutex::new(None),
             proposed: Mutex::new(VecDeque::new()),
             stopped: AtomicBool::new(false),
@@ -452,20 +452,17 @@ impl Node {
 
     /// Counters since start.
     pub fn metrics(&self) -> NodeMetrics {
-        let m = &self.shared.metrics;
-        NodeMetrics {
-            proposals: m.proposals.get(),
-            proposals_failed: m.proposals_failed.get(),
-            reads: m.reads.get(),
-            duplicates: m.duplicates.get(),
-            ready_batches: m.ready_batches.get(),
-            fsyncs: m.fsyncs.get(),
-            snapshots_taken: m.snapshots_taken.get(),
-            snapshots_installed: m.snapshots_installed.get(),
-            leader_changes: m.leader_changes.get(),
-            applied_index: m.applied_index.get(),
-            pending_requests: self.shared.lock_waiters().len() as u64,
-        }
+        let pending = self.shared.lock_waiters().len() as u64;
+        self.shared.metrics.snapshot(pending)
+    }
+
+    /// All of this node's metrics (counters, gauges, latency histograms) in the Prometheus text
+    /// format 0.0.4, every family named `raft_*` and every sample labelled `node="<id>"`; serve
+    /// it as `text/plain; version=0.0.4` or append it to an application's own metrics.
+    pub fn prometheus_metrics(&self) -> String {
+        // Count first: the waiters' lock is not held while encoding.
+        let pending = self.shared.lock_waiters().len() as u64;
+        self.shared.metrics.encode(pending)
     }
 
     async fn send(&self, req: Request) -> Result<(), NodeError> {

@@ -4,6 +4,7 @@
 
 mod chaos;
 mod cluster;
+mod metrics;
 
 use std::sync::Arc;
 use std::time::Duration;
