@@ -1,6 +1,7 @@
 //! A replicated counter with durable storage (raft-storage) and gRPC (raft-grpc). Run three:
 //! `cargo run -p raft-grpc --example durable_counter -- 1` (then `-- 2` and `-- 3`); stop
 //! one with Ctrl-C (it hands leadership over first) and start it again: it counts on from disk.
+//! Node `id` serves its Prometheus metrics on `http://127.0.0.1:<9100 + id>/metrics`.
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use bytes::Bytes;
@@ -58,6 +59,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tokio::spawn(serve);
 
     let node = Node::start(config, storage, transport, Counter::default(), inbox).await?;
+    let metrics_addr = format!("127.0.0.1:{}", 9100 + id);
+    let metrics_listener = tokio::net::TcpListener::bind(&metrics_addr).await?;
+    eprintln!("node {id}: metrics on http://{metrics_addr}/metrics");
+    let scraped = node.clone();
+    tokio::spawn(raft_grpc::serve_metrics(metrics_listener, move || scraped.prometheus_metrics()));
     // Propose once a second until Ctrl-C.
     while tokio::time::timeout(Duration::from_secs(1), tokio::signal::ctrl_c()).await.is_err() {
         match node.propose("add").await {

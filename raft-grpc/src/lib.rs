@@ -23,7 +23,8 @@
 //! - **Optional mutual TLS** ([`TlsConfig`]): every node presents a certificate signed by the
 //!   cluster CA and checks its peer's.
 //! - **Observability**: a tracing span per peer stream (fields `node`, `peer`) and counters in
-//!   [`GrpcTransport::metrics`].
+//!   [`GrpcTransport::metrics`]; [`serve_metrics`] answers Prometheus scrapes of a node's
+//!   metrics for a process without an HTTP server of its own.
 //!
 //! # Security notes
 //!
@@ -94,6 +95,8 @@ mod connect;
 #[cfg(feature = "transport")]
 mod metrics;
 #[cfg(feature = "transport")]
+pub mod metrics_http;
+#[cfg(feature = "transport")]
 mod peer;
 #[cfg(feature = "transport")]
 mod server;
@@ -113,6 +116,8 @@ pub use config::TransportConfig;
 pub use error::Error;
 #[cfg(feature = "transport")]
 pub use metrics::MetricsSnapshot;
+#[cfg(feature = "transport")]
+pub use metrics_http::serve_metrics;
 #[cfg(feature = "transport")]
 pub use server::RaftService;
 #[cfg(feature = "transport")]

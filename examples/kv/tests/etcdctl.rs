@@ -179,6 +179,15 @@ fn kv_txn_cluster_and_maintenance_calls() {
         assert_eq!(value("etcd_server_has_leader"), 1, "{metrics}");
         assert_eq!(value("etcd_debugging_mvcc_current_revision"), last_revision, "{metrics}");
         leaders += value("etcd_server_is_leader");
+        // The library's `raft_*` families follow (histograms too), no family named twice.
+        assert!(metrics.lines().any(|l| l == "# TYPE raft_fsync_seconds histogram"), "{metrics}");
+        assert!(metrics.contains("\nraft_fsync_seconds_count{node=\""), "{metrics}");
+        let mut families: Vec<&str> =
+            metrics.lines().filter_map(|l| l.strip_prefix("# TYPE ")?.split(' ').next()).collect();
+        let declared = families.len();
+        families.sort_unstable();
+        families.dedup();
+        assert_eq!(families.len(), declared, "a family declared twice: {metrics}");
     }
     assert_eq!(leaders, 1, "exactly one member reports itself leader");
     assert_eq!(http_get(&cluster.members[0].metrics_url, "/nothing").0, 404);

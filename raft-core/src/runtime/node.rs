@@ -168,10 +168,19 @@ impl Node {
 
     /// Counters since start.
     pub fn metrics(&self) -> NodeMetrics {
-        let pending = self.cfg.max_pending_requests - self.permits.available_permits();
-        let mut m = self.metrics.snapshot();
-        m.pending_requests = pending as u64;
-        m
+        self.metrics.snapshot(self.pending())
+    }
+
+    /// Every metric of this node (counters, gauges and latency histograms, each sample labelled
+    /// `node="<id>"`) in the Prometheus text format, ready to serve on `/metrics` (see
+    /// `raft_grpc::serve_metrics`).
+    pub fn prometheus_metrics(&self) -> String {
+        self.metrics.encode(self.pending())
+    }
+
+    /// Proposals and reads waiting for their answer on this node.
+    fn pending(&self) -> u64 {
+        (self.cfg.max_pending_requests - self.permits.available_permits()) as u64
     }
 
     /// A permit for one more request waiting on this node.

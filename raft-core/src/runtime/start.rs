@@ -70,7 +70,7 @@ where
     }
     drop(snapshot);
     let raft = Raft::restart(cfg.raft.clone(), storage.clone(), applied.index)?;
-    let metrics = Arc::new(Metrics::default());
+    let metrics = Arc::new(Metrics::new(id));
     metrics.applied_index.set(applied.index);
 
     let initial = NodeStatus {

@@ -5,6 +5,7 @@
 mod api;
 mod chaos;
 mod cluster;
+mod metrics;
 
 use std::sync::Arc;
 use std::time::Duration;

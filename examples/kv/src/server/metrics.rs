@@ -66,7 +66,8 @@ async fn answer(mut stream: TcpStream, ctx: Arc<Ctx>) -> std::io::Result<()> {
     stream.shutdown().await
 }
 
-/// The metrics, named like etcd's where there is an equivalent.
+/// The metrics: etcd's names where there is an equivalent, then the library's `raft_*` families
+/// (`Node::prometheus_metrics`).
 pub(crate) async fn render(ctx: &Ctx) -> String {
     let s = ctx.node.status();
     let m = ctx.node.metrics();
@@ -116,27 +117,8 @@ pub(crate) async fn render(ctx: &Ctx) -> String {
     );
     gauge("etcd_debugging_mvcc_keys_total", "Live keys.", "gauge", stats.keys);
     gauge("etcd_mvcc_db_total_size_in_bytes", "Store size on disk.", "gauge", stats.db_size);
-    gauge("raft_kv_term", "Current Raft term.", "gauge", s.term);
-    gauge(
-        "raft_kv_proposals_total",
-        "Commands proposed through this member.",
-        "counter",
-        m.proposals,
-    );
-    gauge("raft_kv_reads_total", "Reads asked of this member.", "counter", m.reads);
-    gauge(
-        "raft_kv_session_duplicates_total",
-        "Retries answered from a session.",
-        "counter",
-        m.duplicates,
-    );
-    gauge("raft_kv_fsyncs_total", "fsyncs of the Raft log (group commits).", "counter", m.fsyncs);
-    gauge("raft_kv_snapshots_taken_total", "Snapshots taken.", "counter", m.snapshots_taken);
-    gauge(
-        "raft_kv_snapshots_installed_total",
-        "Snapshots installed from a leader.",
-        "counter",
-        m.snapshots_installed,
-    );
+    // The library's own metrics (`raft_*`, labelled with the node): counters, gauges and the
+    // latency histograms. Its families never share a name with the ones above.
+    out.push_str(&ctx.node.prometheus_metrics());
     out
 }

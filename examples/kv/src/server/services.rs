@@ -4,8 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use raft_core::runtime::{Node, NodeError, ReadConsistency};
 use raft_core::Role;
+use raft_core::runtime::{Node, NodeError, ReadConsistency};
 use tonic::{Request, Response, Status};
 
 use super::convert::{self, Header, node_status, store_status};
@@ -34,13 +34,7 @@ impl Ctx {
         token: String,
         max_txn_ops: usize,
     ) -> Ctx {
-        Ctx {
-            node,
-            cluster_id,
-            member_id,
-            token,
-            max_txn_ops,
-        }
+        Ctx { node, cluster_id, member_id, token, max_txn_ops }
     }
 
     fn header(&self) -> Header {
@@ -110,7 +104,6 @@ impl Ctx {
             })
             .collect()
     }
-
 }
 
 /// etcd's KV service.
@@ -229,8 +222,11 @@ impl pb::cluster_server::Cluster for ClusterService {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
         let id = member_id_at(&urls, &self.0.token, Some(now));
-        let meta =
-            MemberMeta { name: String::new(), peer_urls: r.peer_ur_ls.clone(), client_urls: Vec::new() };
+        let meta = MemberMeta {
+            name: String::new(),
+            peer_urls: r.peer_ur_ls.clone(),
+            client_urls: Vec::new(),
+        };
         let (node, addr, meta) = (&self.0.node, r.peer_ur_ls[0].clone(), meta.encode());
         // A voter joins as a learner and the leader promotes it once it has caught up (so a new
         // member never weakens the quorum while it copies the log); `member add` returns at
