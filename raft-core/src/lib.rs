@@ -93,6 +93,18 @@
 //! response (Raft dissertation §6.3). Sessions expire after a number of log entries, never by
 //! wall clock, so every node agrees.
 //!
+//! Everything else an embedder needs is on [`runtime::Node`] too, and works on any member
+//! (requests made on a follower are forwarded to the leader and answered where they were made):
+//! [`runtime::Node::add_voter`] adds a node safely in one call (as a learner, promoted by the
+//! leader once it has caught up), [`runtime::Node::add_learner`], [`runtime::Node::promote`],
+//! [`runtime::Node::remove`], [`runtime::Node::change_membership`] (several changes through a
+//! joint configuration), [`runtime::Node::transfer_leadership`];
+//! [`runtime::Node::read_barrier`] (returns once this node applied everything committed before
+//! the call: for state the application reads on its own); [`runtime::Node::events`], a stream of
+//! leadership and membership changes (and `removed`, when this node learns it was removed);
+//! [`runtime::Node::prometheus_metrics`], every counter, gauge and latency histogram in the
+//! Prometheus text format.
+//!
 //! # The driving loop
 //!
 //! A driver owns the node, its storage, the transport and the state machine. Each time an input
