@@ -106,6 +106,7 @@ where
     /// Runs until stopped or a fatal error; then fails every waiting caller.
     pub(crate) async fn run(mut self) {
         let outcome = self.run_loop().await;
+        let clean = outcome.is_ok();
         let (error, stop_reply) = match outcome {
             Ok(reply) => (NodeError::ShuttingDown, reply),
             Err(e) => {
@@ -120,7 +121,12 @@ where
                 break;
             }
         }
-        if let Some(hs) = self.lazy_hard_state.take() {
+        // TODO(runtime): the core no longer hands out a hard state whose only change is the
+        // commit index (`Ready::hard_state`), so `lazy_hard_state` stays empty; the latest
+        // commit index is `Raft::hard_state()`. Written on a clean stop only, and only if its
+        // term and vote are the durable ones (every batch handed out was written above).
+        let hs = self.raft.hard_state();
+        if clean && (hs.term, hs.vote) == self.durable_term_vote {
             // Best effort: a newer commit index makes the next start faster, nothing more.
             let _ = self.storage.save_hard_state(&hs).and_then(|()| self.storage.sync());
         }
