@@ -555,6 +555,7 @@ impl Harness {
     }
 
     fn check_ready(&mut self, rd: &Ready) {
+        let before = self.last_hard_state;
         if let Some(n) = self.last_ready_number {
             assert!(rd.number > n, "node {ID}: ready #{} handed out after #{n}", rd.number);
         }
@@ -580,6 +581,25 @@ impl Harness {
         }
         for m in &rd.persisted_messages {
             assert_eq!(m.from, ID, "node {ID}: persisted message from someone else: {m:?}");
+        }
+        // The core hands out every change of term or vote at once, and never a change of the
+        // commit index alone.
+        let (now, last) = (self.raft.hard_state(), self.last_hard_state);
+        assert_eq!(
+            (now.term, now.vote),
+            (last.term, last.vote),
+            "node {ID}: ready #{} left a term or vote change out",
+            rd.number
+        );
+        if let Some(hs) = rd.hard_state
+            && rd.entries.is_empty()
+            && rd.snapshot.is_none()
+        {
+            assert!(
+                (hs.term, hs.vote) != (before.term, before.vote),
+                "node {ID}: ready #{} hands out a hard state that changes only the commit index",
+                rd.number
+            );
         }
     }
 

@@ -764,7 +764,8 @@ fn s5_3_leader_replicates_and_commits() {
             number: rd.number,
             // Node 3 still owes an answer to its probe, so only node 2 learns the commit now.
             messages: vec![m(1, 2, 1, app(1, 1, vec![], 1))],
-            hard_state: Some(hs(1, Some(1), 1)),
+            // A commit index that moved alone is not written (it is volatile).
+            hard_state: None,
             committed_entries: vec![empty(1, 1)],
             ..Ready::default()
         }
@@ -778,6 +779,8 @@ fn s5_3_leader_replicates_and_commits() {
         Ready {
             number: rd.number,
             messages: vec![m(1, 2, 1, app(1, 1, vec![data(2, 1, b"a")], 1))],
+            // Entries are written anyway: the commit index rides along.
+            hard_state: Some(hs(1, Some(1), 1)),
             entries: vec![data(2, 1, b"a")],
             ..Ready::default()
         }
@@ -791,7 +794,7 @@ fn s5_3_leader_replicates_and_commits() {
         Ready {
             number: rd.number,
             messages: vec![m(1, 2, 1, app(2, 1, vec![], 2))],
-            hard_state: Some(hs(1, Some(1), 2)),
+            hard_state: None,
             committed_entries: vec![data(2, 1, b"a")],
             ..Ready::default()
         }
@@ -838,14 +841,15 @@ fn s5_3_follower_appends_and_commits() {
         Ready { number: rd.number, committed_entries: vec![data(1, 1, b"a")], ..Ready::default() }
     );
 
-    // A heartbeat moves the commit index on, never beyond the follower's log.
+    // A heartbeat moves the commit index on, never beyond the follower's log; that alone is
+    // not written.
     r.step(m(1, 2, 1, hb(2, 1))).unwrap();
     let rd = next(&mut r);
     assert_eq!(
         rd,
         Ready {
             number: rd.number,
-            hard_state: Some(hs(1, None, 2)),
+            hard_state: None,
             persisted_messages: vec![m(2, 1, 1, hb_resp(1))],
             committed_entries: vec![data(2, 1, b"b")],
             ..Ready::default()
@@ -1127,7 +1131,7 @@ fn s5_4_2_leader_does_not_commit_old_term_entry_by_counting() {
         Ready {
             number: rd.number,
             messages: vec![m(1, 2, 4, app(3, 4, vec![], 3))],
-            hard_state: Some(hs(4, Some(1), 3)),
+            hard_state: None, // Only the commit index moved.
             committed_entries: vec![e(2, 2), empty(3, 4)],
             ..Ready::default()
         }
@@ -1223,7 +1227,7 @@ fn s6_4_read_index_waits_for_commit_in_term() {
                 m(1, 3, 2, hb(3, 1)),
                 m(1, 3, 2, app(3, 2, vec![], 3))
             ],
-            hard_state: Some(hs(2, Some(1), 3)),
+            hard_state: None, // Only the commit index moved.
             committed_entries: vec![e(2, 1), empty(3, 2)],
             ..Ready::default()
         }
@@ -1774,6 +1778,7 @@ fn proposal_forwarded_to_leader() {
                 m(1, 2, 1, app(1, 1, vec![data(2, 1, b"p")], 1)),
                 m(1, 3, 1, app(1, 1, vec![data(2, 1, b"p")], 1)),
             ],
+            hard_state: Some(hs(1, Some(1), 1)),
             entries: vec![data(2, 1, b"p")],
             ..Ready::default()
         }
@@ -1933,7 +1938,7 @@ fn inflight_window_bounds_messages_and_bytes() {
                 1,
                 app(3, 1, vec![data(4, 1, b"4"), data(5, 1, b"5"), data(6, 1, b"6")], 2)
             )],
-            hard_state: Some(hs(1, Some(1), 2)),
+            hard_state: None, // Only the commit index moved.
             committed_entries: vec![data(2, 1, b"2")],
             ..Ready::default()
         }
@@ -2068,6 +2073,61 @@ fn append_response_sent_only_after_persistence() {
     );
 }
 
+/// Figure 2 lists `commitIndex` as volatile state: a batch in which only the commit index moved
+/// hands out no hard state and needs no fsync (`must_sync` is false), while a vote must be
+/// durable before its answer leaves (`must_sync` is true; the commit index not written before
+/// rides along). A restart from what was written resumes from the older commit index, never
+/// below the state machine's applied index, and learns the rest from the leader.
+#[test]
+fn commit_index_alone_needs_no_sync_but_a_vote_does() {
+    let mut f = node(2, &[1, 2, 3]);
+    f.step(m(1, 2, 1, app(0, 0, vec![data(1, 1, b"a"), data(2, 1, b"b")], 0))).unwrap();
+    let rd = next(&mut f);
+    assert_eq!(rd.hard_state, Some(hs(1, None, 0)));
+    assert!(rd.must_sync());
+
+    f.step(m(1, 2, 1, hb(2, 1))).unwrap();
+
+    let rd = next(&mut f);
+    assert_eq!(
+        rd,
+        Ready {
+            number: rd.number,
+            persisted_messages: vec![m(2, 1, 1, hb_resp(1))],
+            committed_entries: vec![data(1, 1, b"a"), data(2, 1, b"b")],
+            ..Ready::default()
+        }
+    );
+    assert!(!rd.must_sync(), "only the commit index moved");
+    assert_eq!(f.hard_state(), hs(1, None, 2), "the latest commit index, for a clean shutdown");
+    assert_eq!(f.storage().hard_state(), hs(1, None, 0), "not written");
+    let restarted = Raft::restart(Config::new(2), f.storage().clone(), 2).unwrap();
+    assert_eq!(restarted.status().commit_index, 2, "never below the applied index");
+
+    // A transfer's forced vote (so leader stickiness does not ignore it).
+    let forced =
+        MessageBody::Vote { pre_vote: false, last_log_index: 2, last_log_term: 1, force: true };
+    f.step(m(3, 2, 2, forced)).unwrap();
+
+    let rd = f.ready();
+    let granted = MessageBody::VoteResponse {
+        pre_vote: false,
+        granted: true,
+        commit_index: 2,
+        commit_term: 1,
+    };
+    assert_eq!(
+        rd,
+        Ready {
+            number: rd.number,
+            hard_state: Some(hs(2, Some(3), 2)),
+            persisted_messages: vec![m(2, 3, 2, granted)],
+            ..Ready::default()
+        }
+    );
+    assert!(rd.must_sync());
+}
+
 /// A leader may send appends to its followers before its own write is durable (§10.2.1 of the
 /// dissertation): they are in `messages`, in the same batch as the entries to persist. It may even
 /// commit on its followers' acknowledgements, but hands entries out for applying only once they are
@@ -2087,6 +2147,8 @@ fn leader_sends_appends_before_own_fsync() {
                 m(1, 2, 1, app(1, 1, vec![data(2, 1, b"x")], 1)),
                 m(1, 3, 1, app(1, 1, vec![data(2, 1, b"x")], 1)),
             ],
+            // The commit of index 1 (by `established`) rides along with the entries.
+            hard_state: Some(hs(1, Some(1), 1)),
             entries: vec![data(2, 1, b"x")],
             ..Ready::default()
         }
@@ -2102,7 +2164,6 @@ fn leader_sends_appends_before_own_fsync() {
         Ready {
             number: rd2.number,
             messages: vec![m(1, 2, 1, app(2, 1, vec![], 2)), m(1, 3, 1, app(2, 1, vec![], 2))],
-            hard_state: Some(hs(1, Some(1), 2)),
             ..Ready::default()
         }
     );
@@ -2267,7 +2328,7 @@ fn leader_sends_commit_to_follower_caught_up_after_commit() {
     let rd = next(&mut r);
     // Node 2 is still paused on its probe, sent with commit 0.
     assert_eq!(rd.messages, vec![m(1, 3, 1, app(1, 1, vec![], 1))]);
-    assert_eq!(rd.hard_state, Some(hs(1, Some(1), 1)));
+    assert_eq!(rd.hard_state, None, "only the commit index moved");
 
     r.step(m(2, 1, 1, app_ok(1))).unwrap();
 

@@ -24,7 +24,8 @@ use tracker::Tracker;
 /// One batch of work the core asks its driver to do. Do it in this order:
 /// 1. send `messages` (they do not depend on this batch's persistence);
 /// 2. persist `entries` (replacing the stored log from `entries[0].index` on), then `hard_state`,
-///    durably (fsync): `hard_state.commit` may point into `entries`, so write the entries first;
+///    durably (fsync) if [`Ready::must_sync`] says so: `hard_state.commit` may point into
+///    `entries`, so write the entries first;
 /// 3. call [`Raft::on_persisted`] with `number`, then send `persisted_messages`;
 /// 4. apply `committed_entries` in order, then call [`Raft::on_applied`];
 /// 5. serve each of `read_states` once the applied index reaches its `index`, and answer each of
@@ -38,7 +39,15 @@ pub struct Ready {
     pub number: u64,
     /// Messages to send now (a leader's appends and heartbeats, pre-votes, forwarded requests).
     pub messages: Vec<Message>,
-    /// Hard state to persist, if it changed.
+    /// Hard state to persist now, or `None` when nothing needs writing. It is handed out when
+    /// the term or the vote changed since the last hard state handed out (they must be durable
+    /// before any message of this batch that depends on them leaves), and, carrying the current
+    /// commit index, when this batch writes entries or a snapshot anyway and the commit index
+    /// moved. A change of the commit index alone is never handed out by itself: the commit index
+    /// is volatile in Raft (Figure 2), a node restarted from an older one (never below its
+    /// state machine's applied index) learns the rest from the leader again, so writing it is
+    /// an optimisation that rides along with writes that happen anyway. For the latest commit
+    /// index (to write on a clean shutdown) see [`Raft::hard_state`].
     pub hard_state: Option<HardState>,
     /// A snapshot received from the leader (or left to restore after a restart): install it in
     /// storage durably and restore the state machine from it, before persisting `entries` and
@@ -64,10 +73,11 @@ pub struct Ready {
 }
 
 impl Ready {
-    /// Whether this batch asks for a durable write (and so an fsync). Conservative: a hard state
-    /// that changes only `commit` counts, although a driver that remembers the last durable term
-    /// and vote may write such a hard state without an fsync (the commit index is volatile in
-    /// Raft; after a crash the node resumes from an older commit and learns the rest again).
+    /// Whether this batch asks for a durable write, and so an fsync before `on_persisted`: it
+    /// has entries, a snapshot, a membership or a hard state to persist. Exact: a hard state is
+    /// only handed out when it must be written now (see [`Ready::hard_state`]), so a batch that
+    /// only sends messages, applies entries or advances the commit index needs no fsync and may
+    /// be acknowledged at once (after the batches before it).
     pub fn must_sync(&self) -> bool {
         self.hard_state.is_some()
             || !self.entries.is_empty()
@@ -211,7 +221,7 @@ pub struct Raft<S: Storage> {
     forwarded_reads: VecDeque<Bytes>,
     /// Leader: appends need to go out at the next `ready()` (batching proposals).
     append_needed: bool,
-    /// Hard state last handed out in a `Ready`.
+    /// Hard state last handed out in a `Ready` (or read from storage at start).
     prev_hard_state: HardState,
     /// Ready batches handed out and not yet acknowledged.
     unpersisted_readies: VecDeque<UnpersistedReady>,
@@ -465,8 +475,19 @@ impl<S: Storage> Raft<S> {
         }
     }
 
-    fn hard_state(&self) -> HardState {
+    /// The current hard state: term, vote and the latest commit index, which may be ahead of
+    /// the last one handed out in [`Ready::hard_state`] (a change of the commit index alone is
+    /// not handed out). A driver may write it on a clean shutdown, so that a restart resumes
+    /// from the latest commit index: once no [`Raft::has_ready`] work is left and every `Ready`
+    /// handed out is durable, its term and vote are already durable and its commit index points
+    /// into the durable log.
+    pub fn hard_state(&self) -> HardState {
         HardState { term: self.term, vote: self.vote, commit: self.log.committed }
+    }
+
+    /// Whether the term or the vote changed since the last hard state handed out.
+    fn term_or_vote_changed(&self) -> bool {
+        (self.term, self.vote) != (self.prev_hard_state.term, self.prev_hard_state.vote)
     }
 
     fn quorum_is_self(&self) -> bool {
@@ -1475,7 +1496,7 @@ impl<S: Storage> Raft<S> {
             || self.append_needed
             || self.leader.as_ref().is_some_and(|ls| ls.round_needed)
             || self.log.has_unpersisted()
-            || self.hard_state() != self.prev_hard_state
+            || self.term_or_vote_changed()
             || self.log.has_next_committed(self.cfg.max_unapplied_entries)
             || self.log.has_pending_snapshot()
             || self.conf_to_persist.is_some()
@@ -1503,9 +1524,7 @@ impl<S: Storage> Raft<S> {
         let number = self.next_ready_number;
         self.next_ready_number += 1;
         let entries = self.log.take_unpersisted();
-        let hs = self.hard_state();
-        let hard_state = (hs != self.prev_hard_state).then_some(hs);
-        self.prev_hard_state = hs;
+        let hard_state = self.hard_state_to_persist(!entries.is_empty() || snapshot.is_some());
         let (last_index, last_term) = entries.last().map_or((0, 0), |e| (e.index, e.term));
         self.unpersisted_readies.push_back(UnpersistedReady {
             number,
@@ -1525,6 +1544,22 @@ impl<S: Storage> Raft<S> {
             read_states: std::mem::take(&mut self.read_states),
             aborted_reads: std::mem::take(&mut self.aborted_reads),
         }
+    }
+
+    /// The hard state a `Ready` hands out (see [`Ready::hard_state`]): when the term or vote
+    /// changed, or when the batch writes the log anyway (`writes_log`) and the commit index
+    /// moved. Never for a commit index that moved alone.
+    fn hard_state_to_persist(&mut self, writes_log: bool) -> Option<HardState> {
+        let hs = self.hard_state();
+        if hs == self.prev_hard_state || !(writes_log || self.term_or_vote_changed()) {
+            return None;
+        }
+        let prev = self.prev_hard_state;
+        self.assert_invariant(hs.term >= prev.term && hs.commit >= prev.commit, || {
+            format!("hard state {hs:?} handed out after {prev:?}: term or commit went back")
+        });
+        self.prev_hard_state = hs;
+        Some(hs)
     }
 
     /// The driver made `Ready` number `number` (and every earlier one) durable.

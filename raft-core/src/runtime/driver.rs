@@ -34,7 +34,7 @@ use crate::config::ReadMode;
 use crate::raft::Raft;
 use crate::storage::LogStore;
 use crate::transport::{Transport, TransportEvent};
-use crate::types::{ConfChange, ConfChangeOp, ConfState, HardState, Index, Message, NodeId, Role};
+use crate::types::{ConfChange, ConfChangeOp, ConfState, Index, Message, NodeId, Role};
 
 /// Most inbound messages stepped before the driver looks at its other inputs again.
 const MAX_MESSAGES_PER_TURN: usize = 1024;
@@ -114,6 +114,7 @@ where
     /// ([`NodeError::ShuttingDown`]).
     pub(crate) async fn run(mut self) {
         let outcome = self.run_loop().await;
+        let clean = outcome.is_ok();
         let (error, stop_reply) = match outcome {
             Ok(reply) => (NodeError::ShuttingDown, reply),
             Err(e) => {
@@ -136,10 +137,11 @@ where
         // Let the persister finish what it has (so nothing acknowledged is left unsynced).
         drop(persist);
         while durable.changed().await.is_ok() {}
-        // Best effort: a newer commit index makes the next start faster, nothing more.
-        let st = raft.status();
-        let hs = HardState { term: st.term, vote: st.vote, commit: st.commit_index };
-        if durable.borrow().failed.is_none() {
+        // Best effort, on a clean stop: a newer commit index makes the next start faster, nothing
+        // more (the core hands out no hard state whose only change is the commit index; every
+        // one it handed out, with its term and vote, was written and synced above).
+        let hs = raft.hard_state();
+        if clean && durable.borrow().failed.is_none() {
             let _ = storage.save_hard_state(&hs).and_then(|()| storage.sync());
         }
         for (_, (read, _)) in reads {
