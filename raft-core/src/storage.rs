@@ -71,6 +71,13 @@ pub trait LogStore: Storage {
     fn compact(&self, snapshot: &Snapshot) -> Result<(), StorageError>;
     /// Makes every earlier write durable (fsync).
     fn sync(&self) -> Result<(), StorageError>;
+    /// Whether [`LogStore::sync`] has anything to do. A store with nothing to flush (in memory:
+    /// nothing survives a crash anyway) answers `false`, and a driver may then acknowledge a
+    /// batch as soon as it is written instead of handing it to a thread that syncs. A durable
+    /// store must keep the default, `true`.
+    fn needs_sync(&self) -> bool {
+        true
+    }
 }
 
 #[derive(Debug, Default)]
@@ -324,6 +331,9 @@ impl LogStore for MemStorage {
     }
     fn sync(&self) -> Result<(), StorageError> {
         Ok(())
+    }
+    fn needs_sync(&self) -> bool {
+        false
     }
 }
 

@@ -423,7 +423,7 @@ where
     /// Carries out one `Ready`, in the order its docs prescribe; returns the job for the
     /// persister if the batch has to wait for it.
     fn carry_out(&mut self, rd: crate::Ready) -> Result<Option<PersistJob>, NodeError> {
-        let sync = rd.must_sync();
+        let sync = rd.must_sync() && self.p.storage.needs_sync();
         self.p.metrics.ready_batches.inc();
         if !rd.messages.is_empty() {
             self.p.transport.send(rd.messages);

@@ -172,7 +172,9 @@ async fn exposition_is_prometheus_text_and_agrees_with_metrics() {
         for (name, want) in counters {
             assert_eq!(value(&scrape, name), want as f64, "{name} on node {id}: {m:?}");
         }
-        assert!(m.proposals >= 5 && m.reads >= 1 && m.fsyncs > 0, "node {id}: {m:?}");
+        // In memory there is nothing to fsync (`LogStore::needs_sync`): the durable stores'
+        // fsyncs are checked through raft-kv's `/metrics`.
+        assert!(m.proposals >= 5 && m.reads >= 1 && m.fsyncs == 0, "node {id}: {m:?}");
     }
     assert!(c.node(l).metrics().proposals >= 15, "{:?}", c.node(l).metrics());
     c.shutdown().await;
