@@ -170,6 +170,9 @@ impl StateMachine for Sink {
         self.applied = u64::from_le_bytes(data.try_into()?);
         Ok(())
     }
+    fn may_block(&self) -> bool {
+        false // counts in memory: applied on a runtime task
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -317,6 +320,9 @@ impl<S: LogStore> LogStore for ProbedStore<S> {
     }
     fn compact(&self, snapshot: &Snapshot) -> Result<(), StorageError> {
         self.inner.compact(snapshot)
+    }
+    fn needs_sync(&self) -> bool {
+        self.inner.needs_sync()
     }
     fn sync(&self) -> Result<(), StorageError> {
         let stage =

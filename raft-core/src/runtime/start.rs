@@ -91,6 +91,7 @@ where
     let members_owner = Members::new(id, table, &applied.conf_state, transport.clone(), members_tx)
         .map_err(fatal)?;
 
+    let apply_on_thread = state_machine.may_block();
     let applier = Applier::new(ApplierParts {
         cfg: cfg.clone(),
         sm: state_machine,
@@ -108,27 +109,28 @@ where
         done: durable_tx,
     };
     let runtime = tokio::runtime::Handle::current();
-    if runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread {
-        tokio::spawn(applier.run(apply_rx).instrument(tracing::info_span!("applier", node = id)));
-        tokio::spawn(
-            persister.run(persist_rx).instrument(tracing::info_span!("persister", node = id)),
-        );
-    } else {
-        // Threads of their own: fsyncs and state machine calls block without holding up (or
-        // handing off) a runtime worker. Both end when the driver drops their queues. Each
-        // enters the runtime, for transports that spawn tasks.
-        let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
-            let runtime = runtime.clone();
-            std::thread::Builder::new()
-                .name(format!("raft-{name}"))
-                .spawn(move || {
-                    let _runtime = runtime.enter();
-                    f()
-                })
-                .map(drop)
-                .map_err(|e| fatal(format!("cannot start the {name} thread: {e}")))
-        };
+    let threads = runtime.runtime_flavor() != tokio::runtime::RuntimeFlavor::CurrentThread;
+    // On a multi-thread runtime, stages that block get threads of their own: fsyncs and state
+    // machine calls then never hold up (or hand off) a runtime worker. They end when the driver
+    // drops their queues, and each enters the runtime, for transports that spawn tasks. Stages
+    // that do not block are tasks (a wake-up within the runtime is much cheaper).
+    let spawn = |name: &'static str, f: Box<dyn FnOnce() + Send>| {
+        let runtime = runtime.clone();
+        std::thread::Builder::new()
+            .name(format!("raft-{name}"))
+            .spawn(move || {
+                let _runtime = runtime.enter();
+                f()
+            })
+            .map(drop)
+            .map_err(|e| fatal(format!("cannot start the {name} thread: {e}")))
+    };
+    if threads && apply_on_thread {
         spawn("apply", Box::new(move || applier.run_blocking(apply_rx)))?;
+    } else {
+        tokio::spawn(applier.run(apply_rx).instrument(tracing::info_span!("applier", node = id)));
+    }
+    if threads && storage.needs_sync() {
         spawn(
             "persist",
             Box::new(move || {
@@ -136,6 +138,9 @@ where
                 persister.run_blocking(persist_rx)
             }),
         )?;
+    } else {
+        let span = tracing::info_span!("persister", node = id);
+        tokio::spawn(persister.run(persist_rx).instrument(span));
     }
     let driver = Driver::new(DriverParts {
         raft,

@@ -69,4 +69,13 @@ pub trait StateMachine: Send + 'static {
     /// Replaces the whole state with `data` from [`StateMachine::snapshot`] (possibly taken on
     /// another node).
     fn restore(&mut self, data: &[u8]) -> Result<(), StateMachineError>;
+
+    /// Whether these methods may block (file I/O, waiting on a lock): then, on a multi-thread
+    /// runtime, the runtime applies on an OS thread of its own, so a slow call never holds up a
+    /// runtime worker. A state machine that only computes in memory answers `false` and is
+    /// applied on a runtime task instead, which saves a thread wake-up for every batch (about
+    /// 10–20 µs each on a busy machine). Asked once, at start. Default `true`.
+    fn may_block(&self) -> bool {
+        true
+    }
 }
