@@ -337,10 +337,21 @@ pub enum MessageBody {
         /// Echo of the heartbeat's round.
         round: u64,
     },
-    /// Follower → leader: forwarded proposals.
+    /// Follower → leader: forwarded proposals (all or none are accepted). Like every
+    /// forwarded request it carries term 0 and is handled by whatever role the receiver has.
     Propose {
         /// Application payloads.
         data: Vec<Bytes>,
+    },
+    /// Follower → leader: a forwarded membership change (`Raft::propose_conf_change`).
+    ProposeConfChange {
+        /// The change.
+        change: ConfChange,
+    },
+    /// Follower → leader: a forwarded leadership transfer (`Raft::transfer_leader`).
+    TransferLeader {
+        /// The node to hand leadership to.
+        to: NodeId,
     },
     /// Follower → leader: forwarded ReadIndex request.
     ReadIndex {
@@ -386,6 +397,8 @@ impl MessageBody {
             MessageBody::ReadIndex { .. } => "ReadIndex",
             MessageBody::ReadIndexResponse { .. } => "ReadIndexResponse",
             MessageBody::InstallSnapshot { .. } => "InstallSnapshot",
+            MessageBody::ProposeConfChange { .. } => "ProposeConfChange",
+            MessageBody::TransferLeader { .. } => "TransferLeader",
             MessageBody::TimeoutNow => "TimeoutNow",
             MessageBody::Removed => "Removed",
         }
@@ -401,10 +414,20 @@ impl MessageBody {
                 MessageBody::ReadIndex { ctx } | MessageBody::ReadIndexResponse { ctx, .. } => {
                     ctx.len() as u64
                 }
-                MessageBody::Propose { data } => data.iter().map(|d| d.len() as u64 + 8).sum(),
+                MessageBody::Propose { data } => payloads_bytes(data),
+                MessageBody::ProposeConfChange { change } => conf_change_bytes(change),
+                MessageBody::TransferLeader { .. } => 8,
                 _ => 0,
             }
     }
+}
+
+fn payloads_bytes(data: &[Bytes]) -> u64 {
+    data.iter().map(|d| d.len() as u64 + 8).sum()
+}
+
+fn conf_change_bytes(change: &ConfChange) -> u64 {
+    1 + 9 * change.ops.len() as u64
 }
 
 /// The role a node plays (§5.1), plus the pre-candidate state of PreVote.

@@ -542,3 +542,58 @@ fn a_candidate_removed_mid_campaign_does_not_become_leader() {
     drive(&mut r);
     assert_eq!(r.role(), Role::Follower);
 }
+
+// ------------------------------------------------------------------------------------------------
+// Requests forwarded to the leader
+
+/// A follower that knows the leader forwards a membership change (`ProposeConfChange`); the
+/// leader proposes it as if asked itself, and it commits on every node. A node that knows no
+/// leader, or does not forward, refuses at once as before.
+#[test]
+fn conf_change_forwarded_from_a_follower_commits() {
+    let mut h = Harness::new(3);
+    h.elect(1);
+    propose_n(&mut h, 1, 1);
+    add_blank_node(&mut h, 4);
+
+    h.node_mut(2).propose_conf_change(cc(vec![ConfChangeOp::AddLearner(4)])).unwrap();
+    h.settle();
+
+    for id in 1..=4 {
+        assert_eq!(voters(&h, id), (vec![1, 2, 3], vec![], vec![4]), "node {id}");
+    }
+    let forwarded = h.count_sent(|b| matches!(b, MessageBody::ProposeConfChange { .. }));
+    assert_eq!(forwarded, 1);
+    // Promoting it, asked of the other follower once it caught up, commits too.
+    h.node_mut(3).propose_conf_change(cc(vec![ConfChangeOp::AddVoter(4)])).unwrap();
+    h.settle();
+    assert_eq!(voters(&h, 1).0, vec![1, 2, 3, 4]);
+
+    let change = || cc(vec![ConfChangeOp::Remove(3)]);
+    let mut lone = Raft::new(Config::new(2), MemStorage::new_with_voters(&[1, 2, 3])).unwrap();
+    assert_eq!(lone.propose_conf_change(change()), Err(Error::NoLeader));
+    let mut cfg = Config::new(2);
+    cfg.forward_proposals = false;
+    let mut h = Harness::with_config(3, |id| if id == 2 { cfg.clone() } else { Config::new(id) });
+    h.elect(1);
+    let refused = h.node_mut(2).propose_conf_change(change());
+    assert_eq!(refused, Err(Error::NotLeader { leader_hint: Some(1) }));
+}
+
+/// A follower forwards a leadership transfer (`TransferLeader`), to another node or to itself,
+/// and the leader carries it out as if asked itself.
+#[test]
+fn transfer_forwarded_from_a_follower_happens() {
+    let mut h = Harness::new(3);
+    h.elect(1);
+    propose_n(&mut h, 1, 2);
+
+    h.node_mut(3).transfer_leader(2).unwrap();
+    h.settle();
+    assert_eq!(h.leaders(), vec![2]);
+
+    h.node_mut(3).transfer_leader(3).unwrap();
+    h.settle();
+    assert_eq!(h.leaders(), vec![3]);
+    assert_eq!(h.count_sent(|b| matches!(b, MessageBody::TransferLeader { .. })), 2);
+}

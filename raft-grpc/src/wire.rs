@@ -5,7 +5,10 @@
 //! must be set, enum values, reserved node ids) and returns a [`WireError`]; it never panics.
 //! Protocol checks (terms, indexes, contiguity) are the core's job.
 
-use raft_core::{ConfState, Entry, EntryKind, Message, MessageBody, NodeId, SnapshotMeta};
+use raft_core::{
+    ConfChange, ConfChangeOp, ConfChangeTransition, ConfState, Entry, EntryKind, Message,
+    MessageBody, NodeId, SnapshotMeta,
+};
 
 use crate::error::WireError;
 use crate::proto;
@@ -45,6 +48,12 @@ pub fn message_to_wire(message: Message) -> Result<proto::RaftMessage, WireError
         }
         MessageBody::TimeoutNow => Body::TimeoutNow(proto::TimeoutNow {}),
         MessageBody::Removed => Body::Removed(proto::Removed {}),
+        MessageBody::ProposeConfChange { change } => {
+            Body::ProposeConfChange(proto::ProposeConfChange {
+                change: Some(conf_change_to_wire(change)),
+            })
+        }
+        MessageBody::TransferLeader { to } => Body::TransferLeader(proto::TransferLeader { to }),
         MessageBody::InstallSnapshot { .. } => return Err(WireError::SnapshotOnMessageStream),
     };
     Ok(proto::RaftMessage { from, to, term, body: Some(body) })
@@ -87,6 +96,14 @@ pub fn message_from_wire(message: proto::RaftMessage) -> Result<Message, WireErr
         Body::ReadIndexResponse(r) => MessageBody::ReadIndexResponse { ctx: r.ctx, index: r.index },
         Body::TimeoutNow(_) => MessageBody::TimeoutNow,
         Body::Removed(_) => MessageBody::Removed,
+        Body::ProposeConfChange(p) => MessageBody::ProposeConfChange {
+            change: conf_change_from_wire(
+                p.change.ok_or(WireError::Missing("ProposeConfChange.change"))?,
+            )?,
+        },
+        Body::TransferLeader(t) => {
+            MessageBody::TransferLeader { to: node_id(t.to, "TransferLeader.to")? }
+        }
     };
     Ok(Message { from, to, term, body })
 }
@@ -176,6 +193,52 @@ fn entry_from_wire(e: proto::Entry) -> Result<Entry, WireError> {
     Ok(Entry { term: e.term, index: e.index, kind, data: e.data })
 }
 
+fn conf_change_to_wire(cc: ConfChange) -> proto::ConfChange {
+    use proto::conf_change_op::Op;
+    let ops = cc
+        .ops
+        .into_iter()
+        .map(|op| proto::ConfChangeOp {
+            op: Some(match op {
+                ConfChangeOp::AddVoter(id) => Op::AddVoter(id),
+                ConfChangeOp::AddLearner(id) => Op::AddLearner(id),
+                ConfChangeOp::Remove(id) => Op::Remove(id),
+            }),
+        })
+        .collect();
+    let transition = match cc.transition {
+        ConfChangeTransition::Auto => proto::ConfChangeTransition::Auto,
+        ConfChangeTransition::JointExplicit => proto::ConfChangeTransition::JointExplicit,
+    };
+    proto::ConfChange { ops, transition: transition as i32 }
+}
+
+fn conf_change_from_wire(cc: proto::ConfChange) -> Result<ConfChange, WireError> {
+    use proto::conf_change_op::Op;
+    let ops = cc
+        .ops
+        .into_iter()
+        .map(|op| {
+            Ok(match op.op.ok_or(WireError::Missing("ConfChangeOp.op"))? {
+                Op::AddVoter(id) => ConfChangeOp::AddVoter(node_id(id, "ConfChangeOp.add_voter")?),
+                Op::AddLearner(id) => {
+                    ConfChangeOp::AddLearner(node_id(id, "ConfChangeOp.add_learner")?)
+                }
+                Op::Remove(id) => ConfChangeOp::Remove(node_id(id, "ConfChangeOp.remove")?),
+            })
+        })
+        .collect::<Result<_, WireError>>()?;
+    let transition = match proto::ConfChangeTransition::try_from(cc.transition) {
+        Ok(proto::ConfChangeTransition::Auto) => ConfChangeTransition::Auto,
+        Ok(proto::ConfChangeTransition::JointExplicit) => ConfChangeTransition::JointExplicit,
+        Err(_) => {
+            let value = cc.transition;
+            return Err(WireError::UnknownEnum { field: "ConfChange.transition", value });
+        }
+    };
+    Ok(ConfChange { ops, transition })
+}
+
 fn node_id(id: u64, field: &'static str) -> Result<NodeId, WireError> {
     if id == 0 { Err(WireError::ZeroNodeId(field)) } else { Ok(id) }
 }
@@ -248,7 +311,25 @@ mod tests {
                 .prop_map(|(ctx, index)| MessageBody::ReadIndexResponse { ctx, index }),
             Just(MessageBody::TimeoutNow),
             Just(MessageBody::Removed),
+            arb_conf_change().prop_map(|change| MessageBody::ProposeConfChange { change }),
+            (1..u64::MAX).prop_map(|to| MessageBody::TransferLeader { to }),
         ]
+    }
+
+    fn arb_conf_change() -> impl Strategy<Value = ConfChange> {
+        let op = (0..3u8, 1..u64::MAX).prop_map(|(k, id)| match k {
+            0 => ConfChangeOp::AddVoter(id),
+            1 => ConfChangeOp::AddLearner(id),
+            _ => ConfChangeOp::Remove(id),
+        });
+        (proptest::collection::vec(op, 0..4), any::<bool>()).prop_map(|(ops, explicit)| {
+            let transition = if explicit {
+                ConfChangeTransition::JointExplicit
+            } else {
+                ConfChangeTransition::Auto
+            };
+            ConfChange { ops, transition }
+        })
     }
 
     proptest! {
@@ -282,6 +363,47 @@ mod tests {
             if let Ok(m) = decode::<proto::RaftMessage>("RaftMessage", &bytes) {
                 let _ = message_from_wire(m);
             }
+        }
+    }
+
+    #[test]
+    fn malformed_forwarded_requests_are_errors() {
+        let body = |body| proto::RaftMessage { from: 1, to: 2, term: 0, body: Some(body) };
+        let zero_op = proto::ConfChange {
+            ops: vec![proto::ConfChangeOp { op: Some(proto::conf_change_op::Op::Remove(0)) }],
+            transition: 0,
+        };
+        let cases = [
+            (
+                body(Body::ProposeConfChange(proto::ProposeConfChange { change: None })),
+                WireError::Missing("ProposeConfChange.change"),
+            ),
+            (
+                body(Body::ProposeConfChange(proto::ProposeConfChange { change: Some(zero_op) })),
+                WireError::ZeroNodeId("ConfChangeOp.remove"),
+            ),
+            (
+                body(Body::ProposeConfChange(proto::ProposeConfChange {
+                    change: Some(proto::ConfChange {
+                        ops: vec![proto::ConfChangeOp { op: None }],
+                        transition: 0,
+                    }),
+                })),
+                WireError::Missing("ConfChangeOp.op"),
+            ),
+            (
+                body(Body::ProposeConfChange(proto::ProposeConfChange {
+                    change: Some(proto::ConfChange { ops: vec![], transition: 9 }),
+                })),
+                WireError::UnknownEnum { field: "ConfChange.transition", value: 9 },
+            ),
+            (
+                body(Body::TransferLeader(proto::TransferLeader { to: 0 })),
+                WireError::ZeroNodeId("TransferLeader.to"),
+            ),
+        ];
+        for (wire, expected) in cases {
+            assert_eq!(message_from_wire(wire), Err(expected));
         }
     }
 

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use bytes::Bytes;
 
+mod forward;
 mod membership;
 mod tracker;
 
@@ -627,14 +628,7 @@ impl<S: Storage> Raft<S> {
                 let count = data.len() as u64;
                 self.append_proposals(data, count, bytes)
             }
-            _ => match self.leader_id {
-                Some(leader) if self.cfg.forward_proposals => {
-                    self.send(leader, 0, MessageBody::Propose { data });
-                    Ok(())
-                }
-                Some(leader) => Err(Error::NotLeader { leader_hint: Some(leader) }),
-                None => Err(Error::NoLeader),
-            },
+            _ => self.forward(MessageBody::Propose { data }),
         }
     }
 
@@ -788,8 +782,13 @@ impl<S: Storage> Raft<S> {
             // Whatever the answer's term: a commit index holds in every term.
             self.learn_commit(commit_index, commit_term);
         }
-        let is_request_without_term =
-            matches!(m.body, MessageBody::Propose { .. } | MessageBody::ReadIndex { .. });
+        let is_request_without_term = matches!(
+            m.body,
+            MessageBody::Propose { .. }
+                | MessageBody::ProposeConfChange { .. }
+                | MessageBody::TransferLeader { .. }
+                | MessageBody::ReadIndex { .. }
+        );
         if !is_request_without_term {
             if m.term > self.term {
                 if !self.accept_higher_term(&m) {
@@ -1141,6 +1140,13 @@ impl<S: Storage> Raft<S> {
                     let count = data.len() as u64;
                     let _ = self.append_proposals(data, count, bytes);
                 }
+            }
+            // Forwarded as if asked here; refused ones are dropped (the caller times out).
+            MessageBody::ProposeConfChange { change } => {
+                let _ = self.propose_conf_change(change);
+            }
+            MessageBody::TransferLeader { to } => {
+                let _ = self.transfer_leader(to);
             }
             MessageBody::ReadIndex { ctx } => {
                 let _ = self.leader_read(ctx, Some(from));
