@@ -23,12 +23,13 @@ use std::collections::VecDeque;
 use bytes::Bytes;
 
 use crate::config::{Config, ReadMode};
+use crate::error::Error;
 use crate::raft::{Raft, Ready, Status};
 use crate::storage::{MemStorage, Storage};
 use crate::testkit::schedule::{SimOp, run_schedule};
 use crate::types::{
-    ConfChange, ConfChangeOp, ConfChangeTransition, Entry, EntryKind, HardState, Index, Message,
-    MessageBody, NodeId, Role, Term,
+    ConfChange, ConfChangeOp, ConfChangeTransition, Entry, EntryKind, Forwarded, HardState, Index,
+    Message, MessageBody, NodeId, Role, Term,
 };
 
 /// The node under test.
@@ -379,6 +380,10 @@ impl Harness {
             _ => match input.u8() % 8 {
                 0 => MessageBody::ProposeConfChange { change: decode_conf_change(input) },
                 1 => MessageBody::TransferLeader { to: input.node() },
+                2 => MessageBody::Refused {
+                    request: decode_forwarded(input),
+                    error: decode_refusal(input),
+                },
                 _ => MessageBody::HeartbeatResponse { round: self.last_round },
             },
         };
@@ -601,6 +606,9 @@ impl Harness {
         for m in &rd.persisted_messages {
             assert_eq!(m.from, ID, "node {ID}: persisted message from someone else: {m:?}");
         }
+        for r in &rd.refused {
+            assert!(r.error.is_refusal(), "node {ID}: ready #{} refuses with {r:?}", rd.number);
+        }
         // The core hands out every change of term or vote at once, and never a change of the
         // commit index alone.
         let (now, last) = (self.raft.hard_state(), self.last_hard_state);
@@ -676,6 +684,29 @@ fn decode_conf_change(input: &mut Cursor<'_>) -> ConfChange {
     let transition =
         if input.bool() { ConfChangeTransition::JointExplicit } else { ConfChangeTransition::Auto };
     ConfChange { ops, transition }
+}
+
+fn decode_forwarded(input: &mut Cursor<'_>) -> Forwarded {
+    match input.u8() % 3 {
+        0 => Forwarded::Proposals((0..input.u8() % 4).map(|_| input.payload()).collect()),
+        1 => Forwarded::ConfChange(decode_conf_change(input)),
+        _ => Forwarded::Transfer(input.node()),
+    }
+}
+
+/// An error a refusal may carry, or sometimes one it may not (the core must refuse the message).
+fn decode_refusal(input: &mut Cursor<'_>) -> Error {
+    match input.u8() % 5 {
+        0 => Error::NotLeader { leader_hint: input.bool().then(|| input.node()) },
+        1 => Error::NoLeader,
+        2 => Error::UncommittedLimit {
+            uncommitted_bytes: input.wide(),
+            proposal_bytes: input.wide(),
+            limit: input.wide(),
+        },
+        3 => Error::ConfChangeRefused { reason: "fuzz".into() },
+        _ => Error::UnknownReady { number: input.wide() },
+    }
 }
 
 /// Decodes the entries of an append message after `prev_log_index`: mostly contiguous entries of

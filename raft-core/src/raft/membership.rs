@@ -25,7 +25,7 @@ impl<S: Storage> Raft<S> {
     ///
     /// On a follower that knows the leader it is forwarded ([`MessageBody::ProposeConfChange`])
     /// when `Config::forward_proposals` is set, and `Ok` only means forwarded: the leader
-    /// handles it as if called there.
+    /// handles it as if called there, and a refusal comes back in [`super::Ready::refused`].
     pub fn propose_conf_change(&mut self, cc: ConfChange) -> Result<(), Error> {
         if self.role != Role::Leader {
             return self.forward(MessageBody::ProposeConfChange { change: cc });
@@ -201,7 +201,7 @@ impl<S: Storage> Raft<S> {
     ///
     /// On a follower that knows the leader it is forwarded ([`MessageBody::TransferLeader`],
     /// `target` may be the follower itself) when `Config::forward_proposals` is set; `Ok` only
-    /// means forwarded.
+    /// means forwarded, and a refusal comes back in [`super::Ready::refused`].
     pub fn transfer_leader(&mut self, target: NodeId) -> Result<(), Error> {
         if self.role != Role::Leader {
             return self.forward(MessageBody::TransferLeader { to: target });
@@ -212,7 +212,7 @@ impl<S: Storage> Raft<S> {
         if !self.conf.voters.contains(&target) {
             return Err(Error::InvalidTransfer {
                 target,
-                reason: "not a voter of the configuration",
+                reason: "not a voter of the configuration".into(),
             });
         }
         self.lead_transferee = Some(target);

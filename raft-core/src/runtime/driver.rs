@@ -417,6 +417,9 @@ where
                     let _ = self.apply_tx.send(ApplyJob::Query { index: rs.index, query, reply });
                 }
             }
+            // TODO(runtime): answer the callers of `rd.refused` at once with their errors;
+            // until then they wait for `proposal_timeout` (or `Overtaken`) as before.
+            drop(rd.refused);
         }
         Ok(())
     }
