@@ -51,8 +51,8 @@ pub enum Error {
     InvalidTransfer {
         /// The requested target.
         target: NodeId,
-        /// Why not.
-        reason: &'static str,
+        /// Why not (a `String`: a refusal of a forwarded transfer carries it over the wire).
+        reason: String,
     },
     /// Another membership change is not yet applied; only one may be in progress at a time.
     #[error(
@@ -108,6 +108,36 @@ pub enum Error {
     /// Storage failed; see the inner error.
     #[error(transparent)]
     Storage(#[from] StorageError),
+}
+
+impl Error {
+    /// Whether this is an error a leader refuses a request with, or that a node answers a
+    /// request it cannot carry out with: the errors of `propose`, `propose_conf_change` and
+    /// `transfer_leader` other than bad input. These, and only these, are what
+    /// [`crate::MessageBody::Refused`] carries.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            Error::NotLeader { .. }
+                | Error::NoLeader
+                | Error::UncommittedLimit { .. }
+                | Error::ProposalTooLarge { .. }
+                | Error::TransferInProgress { .. }
+                | Error::InvalidTransfer { .. }
+                | Error::ConfChangeInProgress { .. }
+                | Error::ConfChangeRefused { .. }
+        )
+    }
+
+    /// Bytes of free text this error carries (for message size estimates).
+    pub(crate) fn reason_bytes(&self) -> u64 {
+        match self {
+            Error::InvalidTransfer { reason, .. } | Error::ConfChangeRefused { reason } => {
+                reason.len() as u64
+            }
+            _ => 0,
+        }
+    }
 }
 
 /// Errors from a [`crate::Storage`] implementation.

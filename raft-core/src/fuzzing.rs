@@ -23,10 +23,14 @@ use std::collections::VecDeque;
 use bytes::Bytes;
 
 use crate::config::{Config, ReadMode};
+use crate::error::Error;
 use crate::raft::{Raft, Ready, Status};
 use crate::storage::{MemStorage, Storage};
 use crate::testkit::schedule::{SimOp, run_schedule};
-use crate::types::{Entry, EntryKind, HardState, Index, Message, MessageBody, NodeId, Role, Term};
+use crate::types::{
+    ConfChange, ConfChangeOp, ConfChangeTransition, Entry, EntryKind, Forwarded, HardState, Index,
+    Message, MessageBody, NodeId, Role, Term,
+};
 
 /// The node under test.
 const ID: NodeId = 1;
@@ -127,6 +131,10 @@ enum Action {
     Campaign,
     Propose(Bytes),
     ReadIndex(Bytes),
+    /// A membership change asked of the node (proposed as leader, forwarded as follower).
+    ConfChange(ConfChange),
+    /// A leadership transfer asked of the node.
+    Transfer(NodeId),
     /// Deliver one arbitrary message.
     Step(Message),
     /// Deliver the peers' answers to messages the node sent.
@@ -277,7 +285,7 @@ impl Harness {
     }
 
     fn decode_action(&mut self, input: &mut Cursor<'_>) -> Action {
-        match input.u8() % 16 {
+        match input.u8() % 18 {
             0 => Action::Tick(1),
             1 => Action::Tick(input.u8() % (MAX_TICKS_PER_ACTION + 1)),
             2 => Action::Campaign,
@@ -299,7 +307,9 @@ impl Harness {
                 Action::Reply(sent.iter().filter_map(|m| self.reply_to(m, accept)).collect())
             }
             14 => Action::Persist(input.u8() % 4 + 1),
-            _ => Action::Restart,
+            15 => Action::Restart,
+            16 => Action::ConfChange(decode_conf_change(input)),
+            _ => Action::Transfer(input.node()),
         }
     }
 
@@ -367,7 +377,15 @@ impl Harness {
             },
             10 if input.u8().is_multiple_of(8) => MessageBody::Removed,
             10 => MessageBody::TimeoutNow,
-            _ => MessageBody::HeartbeatResponse { round: self.last_round },
+            _ => match input.u8() % 8 {
+                0 => MessageBody::ProposeConfChange { change: decode_conf_change(input) },
+                1 => MessageBody::TransferLeader { to: input.node() },
+                2 => MessageBody::Refused {
+                    request: decode_forwarded(input),
+                    error: decode_refusal(input),
+                },
+                _ => MessageBody::HeartbeatResponse { round: self.last_round },
+            },
         };
         Message { from, to, term, body }
     }
@@ -428,6 +446,12 @@ impl Harness {
             }
             Action::ReadIndex(ctx) => {
                 let _ = self.raft.read_index(ctx.clone());
+            }
+            Action::ConfChange(cc) => {
+                let _ = self.raft.propose_conf_change(cc.clone());
+            }
+            Action::Transfer(to) => {
+                let _ = self.raft.transfer_leader(*to);
             }
             Action::Step(m) => {
                 let _ = self.raft.step(m.clone());
@@ -582,6 +606,9 @@ impl Harness {
         for m in &rd.persisted_messages {
             assert_eq!(m.from, ID, "node {ID}: persisted message from someone else: {m:?}");
         }
+        for r in &rd.refused {
+            assert!(r.error.is_refusal(), "node {ID}: ready #{} refuses with {r:?}", rd.number);
+        }
         // The core hands out every change of term or vote at once, and never a change of the
         // commit index alone.
         let (now, last) = (self.raft.hard_state(), self.last_hard_state);
@@ -639,6 +666,46 @@ impl Harness {
             );
         }
         self.last_status = s;
+    }
+}
+
+/// A membership change of up to three operations, mostly on nodes 1–3 (so some are valid).
+fn decode_conf_change(input: &mut Cursor<'_>) -> ConfChange {
+    let ops = (0..input.u8() % 4)
+        .map(|_| {
+            let id = input.node();
+            match input.u8() % 3 {
+                0 => ConfChangeOp::AddVoter(id),
+                1 => ConfChangeOp::AddLearner(id),
+                _ => ConfChangeOp::Remove(id),
+            }
+        })
+        .collect();
+    let transition =
+        if input.bool() { ConfChangeTransition::JointExplicit } else { ConfChangeTransition::Auto };
+    ConfChange { ops, transition }
+}
+
+fn decode_forwarded(input: &mut Cursor<'_>) -> Forwarded {
+    match input.u8() % 3 {
+        0 => Forwarded::Proposals((0..input.u8() % 4).map(|_| input.payload()).collect()),
+        1 => Forwarded::ConfChange(decode_conf_change(input)),
+        _ => Forwarded::Transfer(input.node()),
+    }
+}
+
+/// An error a refusal may carry, or sometimes one it may not (the core must refuse the message).
+fn decode_refusal(input: &mut Cursor<'_>) -> Error {
+    match input.u8() % 5 {
+        0 => Error::NotLeader { leader_hint: input.bool().then(|| input.node()) },
+        1 => Error::NoLeader,
+        2 => Error::UncommittedLimit {
+            uncommitted_bytes: input.wide(),
+            proposal_bytes: input.wide(),
+            limit: input.wide(),
+        },
+        3 => Error::ConfChangeRefused { reason: "fuzz".into() },
+        _ => Error::UnknownReady { number: input.wide() },
     }
 }
 

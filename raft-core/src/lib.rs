@@ -203,8 +203,8 @@ pub use storage::{InitialState, LogStore, MemStorage, Storage};
 pub use transport::{SnapshotStatus, Transport, TransportEvent};
 pub use types::{
     ConfChange, ConfChangeOp, ConfChangeTransition, ConfState, ENTRY_OVERHEAD_BYTES, Entry,
-    EntryKind, HardState, Index, Message, MessageBody, NodeId, ReadState, Role, Snapshot,
-    SnapshotMeta, Term,
+    EntryKind, Forwarded, HardState, Index, Message, MessageBody, NodeId, ReadState, Refused, Role,
+    Snapshot, SnapshotMeta, Term,
 };
 
 #[cfg(feature = "runtime")]

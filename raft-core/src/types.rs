@@ -5,6 +5,8 @@
 
 use bytes::Bytes;
 
+use crate::error::Error;
+
 /// A node's identity inside one cluster. `0` is reserved for "none".
 pub type NodeId = u64;
 /// A Raft term (§5.1).
@@ -337,10 +339,22 @@ pub enum MessageBody {
         /// Echo of the heartbeat's round.
         round: u64,
     },
-    /// Follower → leader: forwarded proposals.
+    /// Follower → leader: forwarded proposals (all or none are accepted). Like every
+    /// forwarded request it carries term 0 and is handled by whatever role the receiver has:
+    /// one that cannot carry it out answers [`MessageBody::Refused`].
     Propose {
         /// Application payloads.
         data: Vec<Bytes>,
+    },
+    /// Follower → leader: a forwarded membership change (`Raft::propose_conf_change`).
+    ProposeConfChange {
+        /// The change.
+        change: ConfChange,
+    },
+    /// Follower → leader: a forwarded leadership transfer (`Raft::transfer_leader`).
+    TransferLeader {
+        /// The node to hand leadership to.
+        to: NodeId,
     },
     /// Follower → leader: forwarded ReadIndex request.
     ReadIndex {
@@ -368,9 +382,73 @@ pub enum MessageBody {
     /// from a node it saw removed (which may never see its removal committed: the leader stops
     /// replicating to it at once).
     Removed,
+    /// Any node → the node that forwarded a request: the request will not be carried out (the
+    /// receiver is not the leader, or the leader refused it as it would refuse a local call).
+    /// Informative only: whatever its term, it never changes the receiver's protocol state; the
+    /// receiver hands it out in `Ready::refused`. Bounded by the request it answers: it echoes
+    /// the request (the refused payloads identify the proposals) and a short error.
+    Refused {
+        /// The request, as forwarded.
+        request: Forwarded,
+        /// Why it is refused: one of the errors a local call returns
+        /// ([`Error::is_refusal`]; a message carrying another is invalid).
+        error: Error,
+    },
+}
+
+/// A request a follower forwards to its leader.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Forwarded {
+    /// Proposals (`Raft::propose`, `Raft::propose_batch`): their payloads.
+    Proposals(Vec<Bytes>),
+    /// A membership change (`Raft::propose_conf_change`).
+    ConfChange(ConfChange),
+    /// A leadership transfer to this node (`Raft::transfer_leader`).
+    Transfer(NodeId),
+}
+
+impl Forwarded {
+    /// The request `body` forwards, if it forwards one ([`MessageBody::is_forwarded`]).
+    pub(crate) fn from_body(body: MessageBody) -> Option<Forwarded> {
+        match body {
+            MessageBody::Propose { data } => Some(Forwarded::Proposals(data)),
+            MessageBody::ProposeConfChange { change } => Some(Forwarded::ConfChange(change)),
+            MessageBody::TransferLeader { to } => Some(Forwarded::Transfer(to)),
+            _ => None,
+        }
+    }
+
+    fn size_bytes(&self) -> u64 {
+        match self {
+            Forwarded::Proposals(data) => payloads_bytes(data),
+            Forwarded::ConfChange(change) => conf_change_bytes(change),
+            Forwarded::Transfer(_) => 8,
+        }
+    }
+}
+
+/// A request this node forwarded (or was about to) that will not be carried out, from
+/// `Ready::refused`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refused {
+    /// The request, as it was asked of this node.
+    pub request: Forwarded,
+    /// Why: the error the leader's local call returned, or `NotLeader`/`NoLeader` when the
+    /// request found no leader to carry it out.
+    pub error: Error,
 }
 
 impl MessageBody {
+    /// Whether this forwards a request of a [`Forwarded`] kind to the leader.
+    pub(crate) fn is_forwarded(&self) -> bool {
+        matches!(
+            self,
+            MessageBody::Propose { .. }
+                | MessageBody::ProposeConfChange { .. }
+                | MessageBody::TransferLeader { .. }
+        )
+    }
+
     /// Short name for logs and counters.
     pub fn name(&self) -> &'static str {
         match self {
@@ -386,8 +464,11 @@ impl MessageBody {
             MessageBody::ReadIndex { .. } => "ReadIndex",
             MessageBody::ReadIndexResponse { .. } => "ReadIndexResponse",
             MessageBody::InstallSnapshot { .. } => "InstallSnapshot",
+            MessageBody::ProposeConfChange { .. } => "ProposeConfChange",
+            MessageBody::TransferLeader { .. } => "TransferLeader",
             MessageBody::TimeoutNow => "TimeoutNow",
             MessageBody::Removed => "Removed",
+            MessageBody::Refused { .. } => "Refused",
         }
     }
 
@@ -401,10 +482,23 @@ impl MessageBody {
                 MessageBody::ReadIndex { ctx } | MessageBody::ReadIndexResponse { ctx, .. } => {
                     ctx.len() as u64
                 }
-                MessageBody::Propose { data } => data.iter().map(|d| d.len() as u64 + 8).sum(),
+                MessageBody::Propose { data } => payloads_bytes(data),
+                MessageBody::ProposeConfChange { change } => conf_change_bytes(change),
+                MessageBody::TransferLeader { .. } => 8,
+                MessageBody::Refused { request, error } => {
+                    request.size_bytes() + error.reason_bytes()
+                }
                 _ => 0,
             }
     }
+}
+
+fn payloads_bytes(data: &[Bytes]) -> u64 {
+    data.iter().map(|d| d.len() as u64 + 8).sum()
+}
+
+fn conf_change_bytes(change: &ConfChange) -> u64 {
+    1 + 9 * change.ops.len() as u64
 }
 
 /// The role a node plays (§5.1), plus the pre-candidate state of PreVote.

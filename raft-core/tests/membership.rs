@@ -4,8 +4,8 @@
 use bytes::Bytes;
 use raft_core::testkit::harness::Harness;
 use raft_core::{
-    ConfChange, ConfChangeOp, ConfChangeTransition, Config, Error, MemStorage, MessageBody, NodeId,
-    Raft, Role, Storage,
+    ConfChange, ConfChangeOp, ConfChangeTransition, Config, Error, Forwarded, MemStorage, Message,
+    MessageBody, NodeId, Raft, Refused, Role, Storage,
 };
 
 fn cc(ops: Vec<ConfChangeOp>) -> ConfChange {
@@ -392,7 +392,6 @@ fn remaining_voter_learns_a_committed_removal_of_the_leader_from_a_refused_vote(
 /// commits nothing from it.
 #[test]
 fn commit_index_in_a_vote_answer_needs_the_same_entry() {
-    use raft_core::Message;
     let mut h = Harness::new(3);
     h.elect(1);
     propose_n(&mut h, 1, 2);
@@ -494,7 +493,7 @@ fn a_node_removed_while_cut_off_learns_it_from_the_members() {
 /// by the hand-off assertion in `become_leader`, simulator seed 539.)
 #[test]
 fn a_candidate_removed_mid_campaign_does_not_become_leader() {
-    use raft_core::{ConfState, Entry, EntryKind, HardState, Message};
+    use raft_core::{ConfState, Entry, EntryKind, HardState};
     let storage = MemStorage::new_with_voters(&[1, 2, 3, 4]);
     let removal = ConfState { voters: vec![1, 2, 4], ..Default::default() };
     storage
@@ -541,4 +540,144 @@ fn a_candidate_removed_mid_campaign_does_not_become_leader() {
     r.step(answer(4, true, 0)).unwrap();
     drive(&mut r);
     assert_eq!(r.role(), Role::Follower);
+}
+
+// ------------------------------------------------------------------------------------------------
+// Requests forwarded to the leader, and their refusals
+
+/// A follower that knows the leader forwards a membership change (`ProposeConfChange`); the
+/// leader proposes it as if asked itself, and it commits on every node. A node that knows no
+/// leader, or does not forward, refuses at once as before.
+#[test]
+fn conf_change_forwarded_from_a_follower_commits() {
+    let mut h = Harness::new(3);
+    h.elect(1);
+    propose_n(&mut h, 1, 1);
+    add_blank_node(&mut h, 4);
+
+    h.node_mut(2).propose_conf_change(cc(vec![ConfChangeOp::AddLearner(4)])).unwrap();
+    h.settle();
+
+    for id in 1..=4 {
+        assert_eq!(voters(&h, id), (vec![1, 2, 3], vec![], vec![4]), "node {id}");
+    }
+    let forwarded = h.count_sent(|b| matches!(b, MessageBody::ProposeConfChange { .. }));
+    assert_eq!(forwarded, 1);
+    assert_eq!(h.refused.get(&2), None);
+    // Promoting it, asked of the other follower once it caught up, commits too.
+    h.node_mut(3).propose_conf_change(cc(vec![ConfChangeOp::AddVoter(4)])).unwrap();
+    h.settle();
+    assert_eq!(voters(&h, 1).0, vec![1, 2, 3, 4]);
+
+    let change = || cc(vec![ConfChangeOp::Remove(3)]);
+    let mut lone = Raft::new(Config::new(2), MemStorage::new_with_voters(&[1, 2, 3])).unwrap();
+    assert_eq!(lone.propose_conf_change(change()), Err(Error::NoLeader));
+    let mut cfg = Config::new(2);
+    cfg.forward_proposals = false;
+    let mut h = Harness::with_config(3, |id| if id == 2 { cfg.clone() } else { Config::new(id) });
+    h.elect(1);
+    let refused = h.node_mut(2).propose_conf_change(change());
+    assert_eq!(refused, Err(Error::NotLeader { leader_hint: Some(1) }));
+}
+
+/// A follower forwards a leadership transfer (`TransferLeader`), to another node or to itself,
+/// and the leader carries it out as if asked itself.
+#[test]
+fn transfer_forwarded_from_a_follower_happens() {
+    let mut h = Harness::new(3);
+    h.elect(1);
+    propose_n(&mut h, 1, 2);
+
+    h.node_mut(3).transfer_leader(2).unwrap();
+    h.settle();
+    assert_eq!(h.leaders(), vec![2]);
+
+    h.node_mut(3).transfer_leader(3).unwrap();
+    h.settle();
+    assert_eq!(h.leaders(), vec![3]);
+    assert_eq!(h.count_sent(|b| matches!(b, MessageBody::TransferLeader { .. })), 2);
+    assert_eq!(h.refused.get(&3), None);
+}
+
+/// A forwarded proposal the leader refuses (here: `max_uncommitted_bytes`) is answered with
+/// `Refused`, which echoes its payload; the follower hands it out in `Ready::refused`, so its
+/// caller hears at once instead of waiting for a timeout. The accepted one commits.
+#[test]
+fn forwarded_proposal_refused_by_the_leader_comes_back_with_its_payload() {
+    let mut h = Harness::with_config(3, |id| {
+        let mut cfg = Config::new(id);
+        cfg.max_uncommitted_bytes = 100;
+        cfg.max_proposal_bytes = 100;
+        cfg
+    });
+    h.elect(1);
+    let (first, second) = (Bytes::from(vec![b'a'; 50]), Bytes::from(vec![b'b'; 10]));
+    h.node_mut(2).propose(first.clone()).unwrap();
+    h.node_mut(2).propose(second.clone()).unwrap();
+    h.process_readies();
+    // Both arrive before anything commits: 74 bytes are in flight, 34 more would exceed 100.
+    let forwarded: Vec<Message> = h.queue.drain(..).collect();
+    assert_eq!(forwarded.len(), 2);
+    for m in forwarded {
+        assert!(matches!(m.body, MessageBody::Propose { .. }), "{m:?}");
+        h.node_mut(1).step(m).unwrap();
+    }
+
+    h.settle();
+
+    let refusal = Refused {
+        request: Forwarded::Proposals(vec![second]),
+        error: Error::UncommittedLimit { uncommitted_bytes: 74, proposal_bytes: 34, limit: 100 },
+    };
+    assert_eq!(h.refused.get(&2), Some(&vec![refusal]));
+    assert_eq!(h.applied_data(2), vec![first]);
+}
+
+/// A forwarded membership change the leader refuses comes back in `Ready::refused` with the
+/// leader's error: a blank node made a voter directly, or a change while another is pending; a
+/// forwarded transfer to a non-voter likewise.
+#[test]
+fn forwarded_conf_change_refused_by_the_leader_comes_back() {
+    let mut h = Harness::new(3);
+    h.elect(1);
+    propose_n(&mut h, 1, 1);
+    add_blank_node(&mut h, 4);
+    let direct = cc(vec![ConfChangeOp::AddVoter(4)]);
+
+    h.node_mut(2).propose_conf_change(direct.clone()).unwrap();
+    h.settle();
+
+    let reason = "node 4 must join as a learner first and catch up".to_string();
+    let refusal = Refused {
+        request: Forwarded::ConfChange(direct),
+        error: Error::ConfChangeRefused { reason },
+    };
+    assert_eq!(h.refused.get(&2), Some(&vec![refusal]));
+    assert_eq!(voters(&h, 1), (vec![1, 2, 3], vec![], vec![]));
+
+    // One change at a time: the leader proposed one; the forwarded one arrives before it applied.
+    h.node_mut(1).propose_conf_change(cc(vec![ConfChangeOp::AddLearner(4)])).unwrap();
+    let pending_index = h.node(1).status().last_index;
+    let second = cc(vec![ConfChangeOp::Remove(3)]);
+    h.node_mut(3).propose_conf_change(second.clone()).unwrap();
+    h.process_readies();
+    let forwarded: Vec<Message> = h.queue.iter().filter(|m| m.from == 3).cloned().collect();
+    h.queue.retain(|m| m.from != 3);
+    for m in forwarded {
+        h.node_mut(1).step(m).unwrap();
+    }
+    h.settle();
+    let refusal = Refused {
+        request: Forwarded::ConfChange(second),
+        error: Error::ConfChangeInProgress { pending_index },
+    };
+    assert_eq!(h.refused.get(&3), Some(&vec![refusal]));
+    assert_eq!(voters(&h, 3), (vec![1, 2, 3], vec![], vec![4]));
+
+    h.node_mut(2).transfer_leader(4).unwrap();
+    h.settle();
+    let refused = &h.refused[&2][1];
+    assert_eq!(refused.request, Forwarded::Transfer(4));
+    assert!(matches!(refused.error, Error::InvalidTransfer { target: 4, .. }), "{refused:?}");
+    assert_eq!(h.leaders(), vec![1]);
 }

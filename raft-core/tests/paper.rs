@@ -13,8 +13,8 @@
 use bytes::Bytes;
 use raft_core::testkit::harness::Harness;
 use raft_core::{
-    Config, ENTRY_OVERHEAD_BYTES, Entry, EntryKind, Error, HardState, Index, MemStorage, Message,
-    MessageBody, NodeId, Raft, ReadMode, ReadState, Ready, Role, Storage, Term,
+    Config, ENTRY_OVERHEAD_BYTES, Entry, EntryKind, Error, Forwarded, HardState, Index, MemStorage,
+    Message, MessageBody, NodeId, Raft, ReadMode, ReadState, Ready, Refused, Role, Storage, Term,
 };
 
 // ------------------------------------------------------------------------------------------------
@@ -1780,6 +1780,91 @@ fn proposal_forwarded_to_leader() {
             ],
             hard_state: Some(hs(1, Some(1), 1)),
             entries: vec![data(2, 1, b"p")],
+            ..Ready::default()
+        }
+    );
+}
+
+/// A leader refuses a forwarded proposal as it would refuse the local call (here: a leadership
+/// transfer is in progress), and answers `Refused` echoing the payloads; so does a node that is
+/// no longer the leader, naming the leader it knows. A refusal is handed out whatever its term
+/// and changes nothing else; one carrying an error no request is refused with is invalid.
+#[test]
+fn refused_forwarded_proposals_are_answered() {
+    let mut l = established(Config::new(1), &[1, 2, 3]);
+    l.transfer_leader(3).unwrap();
+    drain(&mut l);
+
+    l.step(m(2, 1, 0, MessageBody::Propose { data: vec![b(b"p"), b(b"q")] })).unwrap();
+
+    let rd = next(&mut l);
+    let refused = MessageBody::Refused {
+        request: Forwarded::Proposals(vec![b(b"p"), b(b"q")]),
+        error: Error::TransferInProgress { target: 3 },
+    };
+    assert_eq!(
+        rd,
+        Ready { number: rd.number, messages: vec![m(1, 2, 1, refused)], ..Ready::default() }
+    );
+    assert_eq!(l.status().last_index, 1);
+
+    // Node 1 follows node 3 in term 2 now; a proposal forwarded to it meanwhile is refused.
+    l.step(m(3, 1, 2, hb(1, 1))).unwrap();
+    drain(&mut l);
+    l.step(m(2, 1, 0, MessageBody::Propose { data: vec![b(b"r")] })).unwrap();
+    let rd = next(&mut l);
+    let refused = MessageBody::Refused {
+        request: Forwarded::Proposals(vec![b(b"r")]),
+        error: Error::NotLeader { leader_hint: Some(3) },
+    };
+    assert_eq!(rd.messages, vec![m(1, 2, 2, refused.clone())]);
+
+    // The requester, at term 5, hands out the refusal of term 2 and changes nothing else.
+    let mut f = node_with(Config::new(2), storage_with(&[1, 2, 3], &[], hs(5, None, 0)));
+    let before = f.status();
+    f.step(m(1, 2, 2, refused)).unwrap();
+    assert_eq!(f.status(), before);
+    let rd = next(&mut f);
+    let expected = Refused {
+        request: Forwarded::Proposals(vec![b(b"r")]),
+        error: Error::NotLeader { leader_hint: Some(3) },
+    };
+    assert_eq!(rd, Ready { number: rd.number, refused: vec![expected], ..Ready::default() });
+
+    let bogus = MessageBody::Refused {
+        request: Forwarded::Transfer(3),
+        error: Error::UnknownReady { number: 1 },
+    };
+    assert!(matches!(f.step(m(1, 2, 5, bogus)), Err(Error::InvalidMessage { from: 1, .. })));
+    assert!(!f.has_ready());
+}
+
+/// A request forwarded to the leader but still waiting in this node's outbox when the leader
+/// changes is not sent to the old leader (which could only refuse it, or lead a term nobody
+/// follows): it is refused at once, naming the new leader.
+#[test]
+fn forwards_not_yet_sent_when_the_leader_changes_are_refused() {
+    let mut f = node(2, &[1, 2, 3]);
+    f.step(m(1, 2, 1, hb(0, 1))).unwrap();
+    drain(&mut f);
+    f.propose(b(b"p")).unwrap();
+    f.transfer_leader(3).unwrap();
+
+    // Node 3 leads term 2 before the forwards left.
+    f.step(m(3, 2, 2, hb(0, 1))).unwrap();
+
+    let rd = f.ready();
+    let not_leader = Error::NotLeader { leader_hint: Some(3) };
+    assert_eq!(
+        rd,
+        Ready {
+            number: rd.number,
+            hard_state: Some(hs(2, None, 0)),
+            persisted_messages: vec![m(2, 3, 2, hb_resp(1))],
+            refused: vec![
+                Refused { request: Forwarded::Proposals(vec![b(b"p")]), error: not_leader.clone() },
+                Refused { request: Forwarded::Transfer(3), error: not_leader },
+            ],
             ..Ready::default()
         }
     );

@@ -38,6 +38,7 @@ struct Totals {
     conf_changes: u64,
     transfers: u64,
     reads_aborted: u64,
+    refused: u64,
     failures: Vec<(u64, Failure)>,
 }
 
@@ -55,6 +56,7 @@ impl Totals {
         self.conf_changes += s.conf_changes;
         self.transfers += s.transfers;
         self.reads_aborted += s.reads_aborted;
+        self.refused += s.refused;
     }
 }
 
@@ -155,7 +157,7 @@ fn simulation() {
     t.failures.sort_by_key(|f| f.0);
     println!(
         "simulation: seeds={} steps={} elections={} partitions={} crashes={} client_ops={} \
-         violations={} pauses={} lease_seeds={} snapshots={} conf_changes={} transfers={} reads_aborted={} secs={:.1}",
+         violations={} pauses={} lease_seeds={} snapshots={} conf_changes={} transfers={} reads_aborted={} refused={} secs={:.1}",
         t.seeds,
         t.steps,
         t.elections,
@@ -169,6 +171,7 @@ fn simulation() {
         t.conf_changes,
         t.transfers,
         t.reads_aborted,
+        t.refused,
         start.elapsed().as_secs_f64()
     );
     report_failures(&t.failures);

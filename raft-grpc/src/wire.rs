@@ -1,11 +1,16 @@
 //! Conversions between [`raft_core`] messages and their protobuf form ([`crate::proto`]).
 //!
 //! Encoding a core message cannot fail except for [`MessageBody::InstallSnapshot`], which has a
-//! stream of its own. Decoding checks everything the wire format cannot express (a `oneof` that
-//! must be set, enum values, reserved node ids) and returns a [`WireError`]; it never panics.
-//! Protocol checks (terms, indexes, contiguity) are the core's job.
+//! stream of its own, and a [`MessageBody::Refused`] whose error is not a refusal
+//! ([`raft_core::Error::is_refusal`]; the core never sends one). Decoding checks everything the
+//! wire format cannot express (a `oneof` that must be set, enum values, reserved node ids) and
+//! returns a [`WireError`]; it never panics. Protocol checks (terms, indexes, contiguity) are
+//! the core's job.
 
-use raft_core::{ConfState, Entry, EntryKind, Message, MessageBody, NodeId, SnapshotMeta};
+use raft_core::{
+    ConfChange, ConfChangeOp, ConfChangeTransition, ConfState, Entry, EntryKind, Error, Forwarded,
+    Message, MessageBody, NodeId, SnapshotMeta,
+};
 
 use crate::error::WireError;
 use crate::proto;
@@ -45,6 +50,16 @@ pub fn message_to_wire(message: Message) -> Result<proto::RaftMessage, WireError
         }
         MessageBody::TimeoutNow => Body::TimeoutNow(proto::TimeoutNow {}),
         MessageBody::Removed => Body::Removed(proto::Removed {}),
+        MessageBody::ProposeConfChange { change } => {
+            Body::ProposeConfChange(proto::ProposeConfChange {
+                change: Some(conf_change_to_wire(change)),
+            })
+        }
+        MessageBody::TransferLeader { to } => Body::TransferLeader(proto::TransferLeader { to }),
+        MessageBody::Refused { request, error } => Body::Refused(proto::Refused {
+            request: Some(forwarded_to_wire(request)),
+            error: Some(refusal_to_wire(error)?),
+        }),
         MessageBody::InstallSnapshot { .. } => return Err(WireError::SnapshotOnMessageStream),
     };
     Ok(proto::RaftMessage { from, to, term, body: Some(body) })
@@ -87,6 +102,18 @@ pub fn message_from_wire(message: proto::RaftMessage) -> Result<Message, WireErr
         Body::ReadIndexResponse(r) => MessageBody::ReadIndexResponse { ctx: r.ctx, index: r.index },
         Body::TimeoutNow(_) => MessageBody::TimeoutNow,
         Body::Removed(_) => MessageBody::Removed,
+        Body::ProposeConfChange(p) => MessageBody::ProposeConfChange {
+            change: conf_change_from_wire(
+                p.change.ok_or(WireError::Missing("ProposeConfChange.change"))?,
+            )?,
+        },
+        Body::TransferLeader(t) => {
+            MessageBody::TransferLeader { to: node_id(t.to, "TransferLeader.to")? }
+        }
+        Body::Refused(r) => MessageBody::Refused {
+            request: forwarded_from_wire(r.request.ok_or(WireError::Missing("Refused.request"))?)?,
+            error: refusal_from_wire(r.error.ok_or(WireError::Missing("Refused.error"))?)?,
+        },
     };
     Ok(Message { from, to, term, body })
 }
@@ -176,6 +203,123 @@ fn entry_from_wire(e: proto::Entry) -> Result<Entry, WireError> {
     Ok(Entry { term: e.term, index: e.index, kind, data: e.data })
 }
 
+fn conf_change_to_wire(cc: ConfChange) -> proto::ConfChange {
+    use proto::conf_change_op::Op;
+    let ops = cc
+        .ops
+        .into_iter()
+        .map(|op| proto::ConfChangeOp {
+            op: Some(match op {
+                ConfChangeOp::AddVoter(id) => Op::AddVoter(id),
+                ConfChangeOp::AddLearner(id) => Op::AddLearner(id),
+                ConfChangeOp::Remove(id) => Op::Remove(id),
+            }),
+        })
+        .collect();
+    let transition = match cc.transition {
+        ConfChangeTransition::Auto => proto::ConfChangeTransition::Auto,
+        ConfChangeTransition::JointExplicit => proto::ConfChangeTransition::JointExplicit,
+    };
+    proto::ConfChange { ops, transition: transition as i32 }
+}
+
+fn conf_change_from_wire(cc: proto::ConfChange) -> Result<ConfChange, WireError> {
+    use proto::conf_change_op::Op;
+    let ops = cc
+        .ops
+        .into_iter()
+        .map(|op| {
+            Ok(match op.op.ok_or(WireError::Missing("ConfChangeOp.op"))? {
+                Op::AddVoter(id) => ConfChangeOp::AddVoter(node_id(id, "ConfChangeOp.add_voter")?),
+                Op::AddLearner(id) => {
+                    ConfChangeOp::AddLearner(node_id(id, "ConfChangeOp.add_learner")?)
+                }
+                Op::Remove(id) => ConfChangeOp::Remove(node_id(id, "ConfChangeOp.remove")?),
+            })
+        })
+        .collect::<Result<_, WireError>>()?;
+    let transition = match proto::ConfChangeTransition::try_from(cc.transition) {
+        Ok(proto::ConfChangeTransition::Auto) => ConfChangeTransition::Auto,
+        Ok(proto::ConfChangeTransition::JointExplicit) => ConfChangeTransition::JointExplicit,
+        Err(_) => {
+            let value = cc.transition;
+            return Err(WireError::UnknownEnum { field: "ConfChange.transition", value });
+        }
+    };
+    Ok(ConfChange { ops, transition })
+}
+
+fn forwarded_to_wire(request: Forwarded) -> proto::refused::Request {
+    use proto::refused::Request;
+    match request {
+        Forwarded::Proposals(data) => Request::Proposals(proto::Propose { data }),
+        Forwarded::ConfChange(cc) => Request::ConfChange(conf_change_to_wire(cc)),
+        Forwarded::Transfer(to) => Request::Transfer(to),
+    }
+}
+
+fn forwarded_from_wire(request: proto::refused::Request) -> Result<Forwarded, WireError> {
+    use proto::refused::Request;
+    Ok(match request {
+        Request::Proposals(p) => Forwarded::Proposals(p.data),
+        Request::ConfChange(cc) => Forwarded::ConfChange(conf_change_from_wire(cc)?),
+        Request::Transfer(to) => Forwarded::Transfer(node_id(to, "Refused.transfer")?),
+    })
+}
+
+/// Only the errors a request is refused with have a wire form (see the module docs).
+fn refusal_to_wire(error: Error) -> Result<proto::Refusal, WireError> {
+    use proto::refusal::{self as r, Error as E};
+    let error = match error {
+        Error::NotLeader { leader_hint } => {
+            E::NotLeader(r::NotLeader { leader_hint: leader_hint.unwrap_or(0) })
+        }
+        Error::NoLeader => E::NoLeader(r::NoLeader {}),
+        Error::UncommittedLimit { uncommitted_bytes, proposal_bytes, limit } => {
+            E::UncommittedLimit(r::UncommittedLimit { uncommitted_bytes, proposal_bytes, limit })
+        }
+        Error::ProposalTooLarge { bytes, limit } => {
+            E::ProposalTooLarge(r::ProposalTooLarge { bytes, limit })
+        }
+        Error::TransferInProgress { target } => {
+            E::TransferInProgress(r::TransferInProgress { target })
+        }
+        Error::InvalidTransfer { target, reason } => {
+            E::InvalidTransfer(r::InvalidTransfer { target, reason })
+        }
+        Error::ConfChangeInProgress { pending_index } => {
+            E::ConfChangeInProgress(r::ConfChangeInProgress { pending_index })
+        }
+        Error::ConfChangeRefused { reason } => {
+            E::ConfChangeRefused(r::ConfChangeRefused { reason })
+        }
+        _ => return Err(WireError::Missing("Refusal.error")),
+    };
+    Ok(proto::Refusal { error: Some(error) })
+}
+
+fn refusal_from_wire(refusal: proto::Refusal) -> Result<Error, WireError> {
+    use proto::refusal::Error as E;
+    Ok(match refusal.error.ok_or(WireError::Missing("Refusal.error"))? {
+        E::NotLeader(e) => {
+            Error::NotLeader { leader_hint: (e.leader_hint != 0).then_some(e.leader_hint) }
+        }
+        E::NoLeader(_) => Error::NoLeader,
+        E::UncommittedLimit(e) => Error::UncommittedLimit {
+            uncommitted_bytes: e.uncommitted_bytes,
+            proposal_bytes: e.proposal_bytes,
+            limit: e.limit,
+        },
+        E::ProposalTooLarge(e) => Error::ProposalTooLarge { bytes: e.bytes, limit: e.limit },
+        E::TransferInProgress(e) => Error::TransferInProgress { target: e.target },
+        E::InvalidTransfer(e) => Error::InvalidTransfer { target: e.target, reason: e.reason },
+        E::ConfChangeInProgress(e) => {
+            Error::ConfChangeInProgress { pending_index: e.pending_index }
+        }
+        E::ConfChangeRefused(e) => Error::ConfChangeRefused { reason: e.reason },
+    })
+}
+
 fn node_id(id: u64, field: &'static str) -> Result<NodeId, WireError> {
     if id == 0 { Err(WireError::ZeroNodeId(field)) } else { Ok(id) }
 }
@@ -248,6 +392,54 @@ mod tests {
                 .prop_map(|(ctx, index)| MessageBody::ReadIndexResponse { ctx, index }),
             Just(MessageBody::TimeoutNow),
             Just(MessageBody::Removed),
+            arb_conf_change().prop_map(|change| MessageBody::ProposeConfChange { change }),
+            (1..u64::MAX).prop_map(|to| MessageBody::TransferLeader { to }),
+            (arb_forwarded(), arb_refusal())
+                .prop_map(|(request, error)| MessageBody::Refused { request, error }),
+        ]
+    }
+
+    fn arb_conf_change() -> impl Strategy<Value = ConfChange> {
+        let op = (0..3u8, 1..u64::MAX).prop_map(|(k, id)| match k {
+            0 => ConfChangeOp::AddVoter(id),
+            1 => ConfChangeOp::AddLearner(id),
+            _ => ConfChangeOp::Remove(id),
+        });
+        (proptest::collection::vec(op, 0..4), any::<bool>()).prop_map(|(ops, explicit)| {
+            let transition = if explicit {
+                ConfChangeTransition::JointExplicit
+            } else {
+                ConfChangeTransition::Auto
+            };
+            ConfChange { ops, transition }
+        })
+    }
+
+    fn arb_forwarded() -> impl Strategy<Value = Forwarded> {
+        prop_oneof![
+            proptest::collection::vec(arb_bytes(), 0..4).prop_map(Forwarded::Proposals),
+            arb_conf_change().prop_map(Forwarded::ConfChange),
+            (1..u64::MAX).prop_map(Forwarded::Transfer),
+        ]
+    }
+
+    /// Every error a refusal may carry.
+    fn arb_refusal() -> impl Strategy<Value = Error> {
+        let reason = "[a-z ]{0,12}";
+        prop_oneof![
+            proptest::option::of(1..u64::MAX)
+                .prop_map(|leader_hint| Error::NotLeader { leader_hint }),
+            Just(Error::NoLeader),
+            (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(u, p, limit)| {
+                Error::UncommittedLimit { uncommitted_bytes: u, proposal_bytes: p, limit }
+            }),
+            (any::<u64>(), any::<u64>())
+                .prop_map(|(bytes, limit)| Error::ProposalTooLarge { bytes, limit }),
+            any::<u64>().prop_map(|target| Error::TransferInProgress { target }),
+            (any::<u64>(), reason)
+                .prop_map(|(target, reason)| Error::InvalidTransfer { target, reason }),
+            any::<u64>().prop_map(|pending_index| Error::ConfChangeInProgress { pending_index }),
+            reason.prop_map(|reason| Error::ConfChangeRefused { reason }),
         ]
     }
 
@@ -282,6 +474,87 @@ mod tests {
             if let Ok(m) = decode::<proto::RaftMessage>("RaftMessage", &bytes) {
                 let _ = message_from_wire(m);
             }
+        }
+    }
+
+    /// Every error `arb_refusal` generates is one a refusal may carry, and the others have no
+    /// wire form (the core never sends them).
+    #[test]
+    fn only_refusal_errors_are_encoded() {
+        let refused = |error| Message {
+            from: 1,
+            to: 2,
+            term: 1,
+            body: MessageBody::Refused { request: Forwarded::Transfer(3), error },
+        };
+        assert!(Error::NotLeader { leader_hint: None }.is_refusal());
+        let not_a_refusal = Error::UnknownReady { number: 1 };
+        assert!(!not_a_refusal.is_refusal());
+        assert_eq!(
+            message_to_wire(refused(not_a_refusal)),
+            Err(WireError::Missing("Refusal.error"))
+        );
+    }
+
+    #[test]
+    fn malformed_forwarded_requests_are_errors() {
+        let body = |body| proto::RaftMessage { from: 1, to: 2, term: 0, body: Some(body) };
+        let zero_op = proto::ConfChange {
+            ops: vec![proto::ConfChangeOp { op: Some(proto::conf_change_op::Op::Remove(0)) }],
+            transition: 0,
+        };
+        let cases = [
+            (
+                body(Body::ProposeConfChange(proto::ProposeConfChange { change: None })),
+                WireError::Missing("ProposeConfChange.change"),
+            ),
+            (
+                body(Body::ProposeConfChange(proto::ProposeConfChange { change: Some(zero_op) })),
+                WireError::ZeroNodeId("ConfChangeOp.remove"),
+            ),
+            (
+                body(Body::ProposeConfChange(proto::ProposeConfChange {
+                    change: Some(proto::ConfChange {
+                        ops: vec![proto::ConfChangeOp { op: None }],
+                        transition: 0,
+                    }),
+                })),
+                WireError::Missing("ConfChangeOp.op"),
+            ),
+            (
+                body(Body::ProposeConfChange(proto::ProposeConfChange {
+                    change: Some(proto::ConfChange { ops: vec![], transition: 9 }),
+                })),
+                WireError::UnknownEnum { field: "ConfChange.transition", value: 9 },
+            ),
+            (
+                body(Body::TransferLeader(proto::TransferLeader { to: 0 })),
+                WireError::ZeroNodeId("TransferLeader.to"),
+            ),
+            (
+                body(Body::Refused(proto::Refused {
+                    request: None,
+                    error: Some(proto::Refusal::default()),
+                })),
+                WireError::Missing("Refused.request"),
+            ),
+            (
+                body(Body::Refused(proto::Refused {
+                    request: Some(proto::refused::Request::Transfer(3)),
+                    error: Some(proto::Refusal { error: None }),
+                })),
+                WireError::Missing("Refusal.error"),
+            ),
+            (
+                body(Body::Refused(proto::Refused {
+                    request: Some(proto::refused::Request::Transfer(0)),
+                    error: None,
+                })),
+                WireError::ZeroNodeId("Refused.transfer"),
+            ),
+        ];
+        for (wire, expected) in cases {
+            assert_eq!(message_from_wire(wire), Err(expected));
         }
     }
 

@@ -22,12 +22,13 @@ impl<S: Storage> Raft<S> {
     /// Proposes a membership change. Only one may be in progress: the next is refused with
     /// [`Error::ConfChangeInProgress`] until the previous is applied. A change that adds or
     /// removes one voter applies directly; others go through a joint configuration (§6).
+    ///
+    /// On a follower that knows the leader it is forwarded ([`MessageBody::ProposeConfChange`])
+    /// when `Config::forward_proposals` is set, and `Ok` only means forwarded: the leader
+    /// handles it as if called there, and a refusal comes back in [`super::Ready::refused`].
     pub fn propose_conf_change(&mut self, cc: ConfChange) -> Result<(), Error> {
         if self.role != Role::Leader {
-            return Err(match self.leader_id {
-                Some(l) => Error::NotLeader { leader_hint: Some(l) },
-                None => Error::NoLeader,
-            });
+            return self.forward(MessageBody::ProposeConfChange { change: cc });
         }
         if let Some(target) = self.lead_transferee {
             return Err(Error::TransferInProgress { target });
@@ -197,12 +198,13 @@ impl<S: Storage> Raft<S> {
     /// Asks the leader to hand leadership to `target`: it stops accepting proposals, brings the
     /// target up to date, then tells it to campaign at once. If the target has not taken over
     /// within an election timeout, the transfer is abandoned and proposals resume.
+    ///
+    /// On a follower that knows the leader it is forwarded ([`MessageBody::TransferLeader`],
+    /// `target` may be the follower itself) when `Config::forward_proposals` is set; `Ok` only
+    /// means forwarded, and a refusal comes back in [`super::Ready::refused`].
     pub fn transfer_leader(&mut self, target: NodeId) -> Result<(), Error> {
         if self.role != Role::Leader {
-            return Err(match self.leader_id {
-                Some(l) => Error::NotLeader { leader_hint: Some(l) },
-                None => Error::NoLeader,
-            });
+            return self.forward(MessageBody::TransferLeader { to: target });
         }
         if target == self.cfg.id || self.lead_transferee == Some(target) {
             return Ok(());
@@ -210,7 +212,7 @@ impl<S: Storage> Raft<S> {
         if !self.conf.voters.contains(&target) {
             return Err(Error::InvalidTransfer {
                 target,
-                reason: "not a voter of the configuration",
+                reason: "not a voter of the configuration".into(),
             });
         }
         self.lead_transferee = Some(target);

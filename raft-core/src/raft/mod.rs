@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use bytes::Bytes;
 
+mod forward;
 mod membership;
 mod tracker;
 
@@ -16,8 +17,8 @@ use crate::quorum::VoteResult;
 use crate::rng::SplitMix64;
 use crate::storage::Storage;
 use crate::types::{
-    ConfState, Entry, EntryKind, HardState, Index, Message, MessageBody, NodeId, ReadState, Role,
-    Snapshot, Term,
+    ConfState, Entry, EntryKind, Forwarded, HardState, Index, Message, MessageBody, NodeId,
+    ReadState, Refused, Role, Snapshot, Term,
 };
 use tracker::Tracker;
 
@@ -29,7 +30,8 @@ use tracker::Tracker;
 /// 3. call [`Raft::on_persisted`] with `number`, then send `persisted_messages`;
 /// 4. apply `committed_entries` in order, then call [`Raft::on_applied`];
 /// 5. serve each of `read_states` once the applied index reaches its `index`, and answer each of
-///    `aborted_reads` at once (not the leader: retry on the new one).
+///    `aborted_reads` at once (not the leader: retry on the new one);
+/// 6. answer the callers of each of `refused` at once with its error.
 ///
 /// Steps 2–3 and 4 may run concurrently and several batches may be in flight, but persistence
 /// acknowledgements must come in batch order.
@@ -70,6 +72,16 @@ pub struct Ready {
     /// would be refused). Answer them at once (not the leader) so callers retry elsewhere
     /// instead of waiting for a timeout.
     pub aborted_reads: Vec<Bytes>,
+    /// Requests this node forwarded to its leader ([`Raft::propose`], [`Raft::propose_batch`],
+    /// [`Raft::propose_conf_change`], [`Raft::transfer_leader`] on a follower) that will not be
+    /// carried out: the leader refused them ([`MessageBody::Refused`], with the error a local
+    /// call there returned), the node they reached was no longer the leader, or the leader
+    /// changed before they left this node (they were not sent). Answer their callers at once
+    /// with the error instead of letting them wait for a timeout; for proposals, the payloads
+    /// say which (put an id in each). A refusal is about the one request it answers: a copy of
+    /// it that a network duplicated may still have been accepted, so exactly-once still needs
+    /// sessions.
+    pub refused: Vec<Refused>,
 }
 
 impl Ready {
@@ -216,6 +228,10 @@ pub struct Raft<S: Storage> {
     persisted_msgs: Vec<Message>,
     read_states: Vec<ReadState>,
     aborted_reads: Vec<Bytes>,
+    refused: Vec<Refused>,
+    /// Some forwarded request may wait in `msgs`: `ready()` checks that it still goes to the
+    /// leader (see `withdraw_stale_forwards`).
+    forwards_queued: bool,
     /// Follower: contexts of reads forwarded to the leader of the current term and not answered
     /// yet (at most `Config::max_pending_reads`), aborted when the term changes.
     forwarded_reads: VecDeque<Bytes>,
@@ -321,6 +337,8 @@ impl<S: Storage> Raft<S> {
             persisted_msgs: Vec::new(),
             read_states: Vec::new(),
             aborted_reads: Vec::new(),
+            refused: Vec::new(),
+            forwards_queued: false,
             forwarded_reads: VecDeque::new(),
             append_needed: false,
             prev_hard_state: hs,
@@ -597,56 +615,68 @@ impl<S: Storage> Raft<S> {
     }
 
     /// Proposes one command. On a follower it is forwarded to the leader when
-    /// `Config::forward_proposals` is set. `Ok` means accepted for replication, not committed.
+    /// `Config::forward_proposals` is set. `Ok` means accepted for replication, not committed;
+    /// on a follower, only forwarded: a refusal comes back in [`Ready::refused`].
     pub fn propose(&mut self, data: Bytes) -> Result<(), Error> {
-        if self.role != Role::Leader || self.lead_transferee.is_some() {
+        if self.role != Role::Leader {
             return self.propose_batch(vec![data]);
         }
-        let bytes = data.len() as u64;
-        if bytes > self.cfg.max_proposal_bytes {
-            return Err(Error::ProposalTooLarge { bytes, limit: self.cfg.max_proposal_bytes });
-        }
         // Leader fast path: no intermediate `Vec`s for a single command.
-        self.append_proposals(std::iter::once(data), 1, bytes)
+        let too_large = self.first_too_large(std::slice::from_ref(&data));
+        let size = self.admit_proposals(1, data.len() as u64, too_large)?;
+        self.append_proposals(std::iter::once(data), 1, size);
+        Ok(())
     }
 
     /// Proposes several commands at once (all or none are accepted).
     pub fn propose_batch(&mut self, data: Vec<Bytes>) -> Result<(), Error> {
-        let bytes: u64 = data.iter().map(|d| d.len() as u64).sum();
-        if let Some(big) = data.iter().find(|d| d.len() as u64 > self.cfg.max_proposal_bytes) {
-            return Err(Error::ProposalTooLarge {
-                bytes: big.len() as u64,
-                limit: self.cfg.max_proposal_bytes,
-            });
+        if self.role == Role::Leader {
+            return self.leader_propose(data);
         }
-        match self.role {
-            Role::Leader if self.lead_transferee.is_some() => {
-                Err(Error::TransferInProgress { target: self.lead_transferee.unwrap_or_default() })
-            }
-            Role::Leader => {
-                let count = data.len() as u64;
-                self.append_proposals(data, count, bytes)
-            }
-            _ => match self.leader_id {
-                Some(leader) if self.cfg.forward_proposals => {
-                    self.send(leader, 0, MessageBody::Propose { data });
-                    Ok(())
-                }
-                Some(leader) => Err(Error::NotLeader { leader_hint: Some(leader) }),
-                None => Err(Error::NoLeader),
-            },
+        if let Some(bytes) = self.first_too_large(&data) {
+            // Refused here rather than forwarded to be refused there.
+            return Err(Error::ProposalTooLarge { bytes, limit: self.cfg.max_proposal_bytes });
         }
+        self.forward(MessageBody::Propose { data })
     }
 
-    /// Appends `count` commands (`bytes` of payload in all) to the leader's log.
-    fn append_proposals(
-        &mut self,
-        data: impl IntoIterator<Item = Bytes>,
+    /// Size of the first payload larger than `Config::max_proposal_bytes`, if any.
+    fn first_too_large(&self, data: &[Bytes]) -> Option<u64> {
+        let limit = self.cfg.max_proposal_bytes;
+        data.iter().map(|d| d.len() as u64).find(|&len| len > limit)
+    }
+
+    /// Leader: appends a batch of commands, all or none.
+    fn leader_propose(&mut self, data: Vec<Bytes>) -> Result<(), Error> {
+        let size = self.admit_batch(&data)?;
+        let count = data.len() as u64;
+        self.append_proposals(data, count, size);
+        Ok(())
+    }
+
+    /// Leader: [`Raft::admit_proposals`] for a batch.
+    fn admit_batch(&self, data: &[Bytes]) -> Result<u64, Error> {
+        let bytes = data.iter().map(|d| d.len() as u64).sum();
+        self.admit_proposals(data.len() as u64, bytes, self.first_too_large(data))
+    }
+
+    /// Leader: whether `count` commands with `bytes` of payload in all (`too_large`: the size
+    /// of the first one over `Config::max_proposal_bytes`, if any) may be appended now. Returns
+    /// the bytes they count for against `Config::max_uncommitted_bytes`. Changes nothing.
+    fn admit_proposals(
+        &self,
         count: u64,
         bytes: u64,
-    ) -> Result<(), Error> {
+        too_large: Option<u64>,
+    ) -> Result<u64, Error> {
+        if let Some(bytes) = too_large {
+            return Err(Error::ProposalTooLarge { bytes, limit: self.cfg.max_proposal_bytes });
+        }
+        if let Some(target) = self.lead_transferee {
+            return Err(Error::TransferInProgress { target });
+        }
         if count == 0 {
-            return Ok(());
+            return Ok(0);
         }
         let ls = self.leader.as_ref().expect("leader state on a leader");
         let uncommitted = ls.appended_total - ls.committed_total;
@@ -661,6 +691,15 @@ impl<S: Storage> Raft<S> {
                 limit: self.cfg.max_uncommitted_bytes,
             });
         }
+        Ok(size)
+    }
+
+    /// Leader: appends `count` admitted commands (counting `size` bytes, from
+    /// `admit_proposals`) to its log.
+    fn append_proposals(&mut self, data: impl IntoIterator<Item = Bytes>, count: u64, size: u64) {
+        if count == 0 {
+            return;
+        }
         let (term, first) = (self.term, self.log.last_index() + 1);
         let entries = data.into_iter().zip(first..).map(|(data, index)| Entry {
             term,
@@ -671,7 +710,6 @@ impl<S: Storage> Raft<S> {
         self.log.append_at_end(entries);
         debug_assert_eq!(self.log.last_index(), first + count - 1, "count matches the commands");
         self.after_leader_append(first + count - 1, size);
-        Ok(())
     }
 
     /// Leader: appends entries of its term to its own log and schedules replication.
@@ -765,6 +803,12 @@ impl<S: Storage> Raft<S> {
     /// the node is unchanged and keeps running.
     pub fn step(&mut self, m: Message) -> Result<(), Error> {
         self.validate(&m)?;
+        if let MessageBody::Refused { request, error } = m.body {
+            // About this node's own requests, whoever says it and whatever the term (it may
+            // come from a leader deposed or removed since): handed out, nothing else changes.
+            self.refused.push(Refused { request, error });
+            return Ok(());
+        }
         // A removed leader hands over with TimeoutNow as it steps down (membership.rs).
         if self.removed.contains(&m.from) && m.body != MessageBody::TimeoutNow {
             // A committed configuration no longer has the sender: whatever it says is dropped
@@ -779,6 +823,13 @@ impl<S: Storage> Raft<S> {
             self.on_removed(m.from);
             return Ok(());
         }
+        if m.body.is_forwarded() {
+            // Forwarded requests carry no term: whatever role this node has now handles them.
+            if let Some(request) = Forwarded::from_body(m.body) {
+                self.handle_forwarded(Some(m.from), request);
+            }
+            return Ok(());
+        }
         if let MessageBody::Vote { last_log_index, .. } = m.body
             && self.ignores_campaign_of(m.from, last_log_index)
         {
@@ -788,9 +839,8 @@ impl<S: Storage> Raft<S> {
             // Whatever the answer's term: a commit index holds in every term.
             self.learn_commit(commit_index, commit_term);
         }
-        let is_request_without_term =
-            matches!(m.body, MessageBody::Propose { .. } | MessageBody::ReadIndex { .. });
-        if !is_request_without_term {
+        // A forwarded read carries no term either.
+        if !matches!(m.body, MessageBody::ReadIndex { .. }) {
             if m.term > self.term {
                 if !self.accept_higher_term(&m) {
                     return Ok(());
@@ -859,6 +909,11 @@ impl<S: Storage> Raft<S> {
             && *commit_term > m.term
         {
             return bad("vote answer's commit term is beyond its term");
+        }
+        if let MessageBody::Refused { error, .. } = &m.body
+            && !error.is_refusal()
+        {
+            return bad("refusal with an error no request is refused with");
         }
         if let MessageBody::InstallSnapshot { snapshot } = &m.body {
             let meta = &snapshot.meta;
@@ -1036,8 +1091,6 @@ impl<S: Storage> Raft<S> {
                 self.handle_timeout_now(m.from);
                 Ok(())
             }
-            // Forwarded requests reach a follower only if leadership moved; the requester
-            // retries (forwarding again could loop).
             _ => Ok(()),
         }
     }
@@ -1133,14 +1186,6 @@ impl<S: Storage> Raft<S> {
                     });
                 }
                 self.handle_heartbeat_response(from, round)
-            }
-            MessageBody::Propose { data } => {
-                // Forwarded proposals: refused ones are dropped; the client times out and retries.
-                let bytes = data.iter().map(|d| d.len() as u64).sum();
-                if data.iter().all(|d| d.len() as u64 <= self.cfg.max_proposal_bytes) {
-                    let count = data.len() as u64;
-                    let _ = self.append_proposals(data, count, bytes);
-                }
             }
             MessageBody::ReadIndex { ctx } => {
                 let _ = self.leader_read(ctx, Some(from));
@@ -1493,6 +1538,7 @@ impl<S: Storage> Raft<S> {
             || !self.persisted_msgs.is_empty()
             || !self.read_states.is_empty()
             || !self.aborted_reads.is_empty()
+            || !self.refused.is_empty()
             || self.append_needed
             || self.leader.as_ref().is_some_and(|ls| ls.round_needed)
             || self.log.has_unpersisted()
@@ -1515,6 +1561,7 @@ impl<S: Storage> Raft<S> {
             self.apply_conf_change_entry(e);
         }
         self.maybe_auto_leave_joint();
+        self.withdraw_stale_forwards();
         if self.leader.as_ref().is_some_and(|ls| ls.round_needed) {
             self.broadcast_heartbeat();
         }
@@ -1543,6 +1590,7 @@ impl<S: Storage> Raft<S> {
             committed_entries,
             read_states: std::mem::take(&mut self.read_states),
             aborted_reads: std::mem::take(&mut self.aborted_reads),
+            refused: std::mem::take(&mut self.refused),
         }
     }
 

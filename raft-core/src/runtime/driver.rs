@@ -416,6 +416,9 @@ where
             {
                 return Err(NodeError::Fatal("the persister stopped".into()));
             }
+            // TODO(runtime): answer the callers of `rd.refused` at once with their errors;
+            // until then they wait for `proposal_timeout` (or `Overtaken`) as before.
+            drop(rd.refused);
         }
         Ok(())
     }

@@ -107,6 +107,8 @@ pub struct WorkloadCounters {
     pub refused: u64,
     /// Read attempts the node gave up later (it stopped leading, or the term changed).
     pub reads_aborted: u64,
+    /// Proposal attempts the node forwarded and heard refused later (`Ready::refused`).
+    pub proposals_refused: u64,
     /// Attempts repeated after a refusal or a timeout.
     pub retries: u64,
 }
@@ -391,6 +393,30 @@ impl Workload {
         if current {
             self.counters.reads_aborted += 1;
             self.on_refused(ctx.client, leader_hint, now);
+        }
+    }
+
+    /// Node `node` forwarded command `(client, seq)` and heard it refused (`Ready::refused`): if
+    /// the client still waits for it there, it retries after the usual backoff, towards
+    /// `leader_hint`. The command may still be in the log (a duplicated copy of the forwarded
+    /// message): the retry is of the same `(client, seq)`, which takes effect at most once.
+    pub fn on_proposal_refused(
+        &mut self,
+        node: NodeId,
+        client: u64,
+        seq: u64,
+        leader_hint: Option<NodeId>,
+        now: u64,
+    ) {
+        let Some(ci) = self.client_index(client) else {
+            return;
+        };
+        let current = self.clients[ci].outstanding.as_ref().is_some_and(|o| {
+            o.seq == seq && o.kind != OpKind::ReadIndexGet && o.nodes.contains(&node)
+        });
+        if current {
+            self.counters.proposals_refused += 1;
+            self.on_refused(client, leader_hint, now);
         }
     }
 

@@ -8,7 +8,7 @@ use bytes::Bytes;
 
 use crate::{
     Config, Entry, EntryKind, Index, MemStorage, Message, MessageBody, NodeId, Raft, ReadState,
-    Role, Snapshot, SnapshotStatus,
+    Refused, Role, Snapshot, SnapshotStatus,
 };
 
 /// A cluster of in-memory nodes on a lossless FIFO network.
@@ -25,6 +25,8 @@ pub struct Harness {
     pub reads: BTreeMap<NodeId, Vec<ReadState>>,
     /// Snapshot indices each node installed from its leader.
     pub installed: BTreeMap<NodeId, Vec<Index>>,
+    /// Forwarded requests each node heard refused (`Ready::refused`), in order.
+    pub refused: BTreeMap<NodeId, Vec<Refused>>,
     /// Every message ever delivered or dropped, for message-economy assertions.
     pub sent: Vec<Message>,
 }
@@ -54,6 +56,7 @@ impl Harness {
             applied: BTreeMap::new(),
             reads: BTreeMap::new(),
             installed: BTreeMap::new(),
+            refused: BTreeMap::new(),
             sent: Vec::new(),
         }
     }
@@ -93,6 +96,9 @@ impl Harness {
                     node.on_applied(last).unwrap();
                 }
                 self.reads.entry(id).or_default().extend(rd.read_states);
+                if !rd.refused.is_empty() {
+                    self.refused.entry(id).or_default().extend(rd.refused);
+                }
             }
         }
     }

@@ -60,6 +60,8 @@ pub struct RunStats {
     pub transfers: u64,
     /// Client reads a node gave up because it stopped leading or the term changed.
     pub reads_aborted: u64,
+    /// Forwarded requests handed out as refused (proposals, membership changes, transfers).
+    pub refused: u64,
     /// Hash of the whole trace of steps.
     pub trace_hash: u64,
 }
@@ -90,6 +92,7 @@ impl RunStats {
             conf_changes: c.conf_changes,
             transfers: c.transfers,
             reads_aborted: sim.workload().counters().reads_aborted,
+            refused: c.refused,
             trace_hash: sim.trace_hash(),
         }
     }

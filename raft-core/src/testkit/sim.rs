@@ -179,6 +179,8 @@ pub struct Counters {
     pub conf_changes: u64,
     /// Leadership transfers a leader accepted (to another node).
     pub transfers: u64,
+    /// Forwarded requests handed out as refused (`Ready::refused`), over all nodes.
+    pub refused: u64,
     /// Index of the newest configuration made durable anywhere.
     pub last_conf_index: Index,
 }

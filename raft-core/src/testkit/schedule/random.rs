@@ -285,21 +285,35 @@ impl Chaos {
             _ => {
                 let voters = sim.leader().map(|l| sim.node(l).conf_state().voters.clone());
                 if let (Some(l), Some(vs)) = (sim.leader(), voters) {
-                    fatal_only(sim.transfer_leader(l, vs[self.rng.index(vs.len())]))?;
+                    let at = self.leader_or_member(sim, l);
+                    fatal_only(sim.transfer_leader(at, vs[self.rng.index(vs.len())]))?;
                 }
             }
         }
         Ok(())
     }
 
-    /// Proposes a random membership change at the leader: add a fresh node as learner or voter,
+    /// Where to ask for a membership change or a transfer: mostly the leader `l`, sometimes
+    /// another member that is up, which forwards it.
+    fn leader_or_member(&mut self, sim: &Sim, l: NodeId) -> NodeId {
+        if !self.rng.chance(250) {
+            return l;
+        }
+        let conf = sim.node(l).conf_state();
+        let up: Vec<NodeId> = conf.members().into_iter().filter(|&id| sim.is_up(id)).collect();
+        if up.is_empty() { l } else { up[self.rng.index(up.len())] }
+    }
+
+    /// Proposes a random membership change at the leader (or forwarded to it by a member): add
+    /// a fresh node as learner or voter,
     /// promote a learner, remove a voter or learner, or replace a voter through a joint
     /// configuration (left automatically or explicitly). Removed ids are never added again.
     fn change_membership(&mut self, sim: &mut Sim) -> Result<(), Violation> {
         let Some(l) = sim.leader() else { return Ok(()) };
         let conf = sim.node(l).conf_state().clone();
         if !conf.voters_outgoing.is_empty() {
-            return fatal_only(sim.propose_conf_change(l, ConfChange::leave_joint()));
+            let at = self.leader_or_member(sim, l);
+            return fatal_only(sim.propose_conf_change(at, ConfChange::leave_joint()));
         }
         let member = |id: &NodeId| conf.voters.contains(id) || conf.learners.contains(id);
         let fresh: Vec<NodeId> = sim
@@ -333,7 +347,8 @@ impl Chaos {
         } else {
             ConfChangeTransition::Auto
         };
-        fatal_only(sim.propose_conf_change(l, ConfChange { ops, transition }))
+        let at = self.leader_or_member(sim, l);
+        fatal_only(sim.propose_conf_change(at, ConfChange { ops, transition }))
     }
 
     /// The deposed leader's clock at the slowest rate allowed, everyone else's at the fastest:

@@ -7,8 +7,8 @@ use crate::raft::Ready;
 use crate::storage::Storage;
 use crate::testkit::client::{Attempt, Request};
 use crate::testkit::invariants::{Invariant, Violation};
-use crate::testkit::kv::{ApplyOutcome, KvError, KvStore, ReadCtx};
-use crate::types::{Entry, EntryKind, Message, NodeId, Role, Snapshot};
+use crate::testkit::kv::{ApplyOutcome, Command, KvError, KvStore, ReadCtx};
+use crate::types::{Entry, EntryKind, Forwarded, Message, NodeId, Refused, Role, Snapshot};
 
 impl Sim {
     fn try_idx(&self, id: NodeId) -> Option<usize> {
@@ -112,8 +112,26 @@ impl Sim {
         for ctx in rd.aborted_reads.iter().filter_map(|c| ReadCtx::decode(c)) {
             self.workload.on_read_aborted(id, ctx, hint, self.now);
         }
+        for r in rd.refused {
+            self.on_refused(i, r);
+        }
         self.serve_reads(i);
         Ok(())
+    }
+
+    /// A request node `i` forwarded will not be carried out: its clients hear so at once.
+    fn on_refused(&mut self, i: usize, r: Refused) {
+        let id = self.nodes[i].id;
+        self.counters.refused += 1;
+        self.log(|| format!("node {id}: forwarded {:?} refused: {}", r.request, r.error));
+        let Forwarded::Proposals(payloads) = r.request else { return };
+        let hint = match r.error {
+            Error::NotLeader { leader_hint } => leader_hint,
+            _ => self.nodes[i].raft.as_ref().and_then(|r| r.leader_id()),
+        };
+        for cmd in payloads.iter().filter_map(|p| Command::decode(p)) {
+            self.workload.on_proposal_refused(id, cmd.client, cmd.seq, hint, self.now);
+        }
     }
 
     fn send(&mut self, m: Message) -> Result<(), Violation> {

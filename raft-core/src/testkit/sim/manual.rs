@@ -135,15 +135,17 @@ impl Sim {
         res
     }
 
-    /// Proposes a membership change on node `id` (which must be the leader).
+    /// Proposes a membership change on node `id` (the leader, or a follower that forwards it).
     pub fn propose_conf_change(&mut self, id: NodeId, cc: ConfChange) -> Result<(), SimError> {
         self.submit_raw(id, |r| r.propose_conf_change(cc))
     }
 
-    /// Asks node `id` (the leader) to hand leadership to `target`.
+    /// Asks node `id` (the leader, or a follower that forwards it) to hand leadership to
+    /// `target`.
     pub fn transfer_leader(&mut self, id: NodeId, target: NodeId) -> Result<(), SimError> {
+        let leads = self.try_node(id).is_some_and(|r| r.role() == crate::types::Role::Leader);
         let res = self.submit_raw(id, |r| r.transfer_leader(target));
-        if res.is_ok() && target != id {
+        if res.is_ok() && leads && target != id {
             self.counters.transfers += 1;
         }
         res
