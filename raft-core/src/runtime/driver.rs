@@ -24,7 +24,7 @@ use tokio::time::MissedTickBehavior;
 
 use super::apply::{Applied, ApplyJob};
 use super::config::{NodeConfig, NodeError, ReadConsistency};
-// REFUSED use super::envelope::Envelope;
+use super::envelope::Envelope;
 use super::members::MemberTable;
 use super::metrics::Metrics;
 use super::persist::{Durable, PersistJob};
@@ -416,9 +416,6 @@ where
             {
                 return Err(NodeError::Fatal("the persister stopped".into()));
             }
-            // TODO(runtime): answer the callers of `rd.refused` at once with their errors;
-            // until then they wait for `proposal_timeout` (or `Overtaken`) as before.
-            drop(rd.refused);
         }
         Ok(())
     }
@@ -469,7 +466,9 @@ where
             let entries = rd.committed_entries;
             self.send_apply(ApplyJob::Entries { entries, committed: Instant::now() });
         }
-        // REFUSED: for refused in rd.refused { self.on_refused(refused); }
+        for refused in rd.refused {
+            self.on_refused(refused);
+        }
         for ctx in rd.aborted_reads {
             if let Some((read, _)) = read_ctx(&ctx).and_then(|c| self.reads.remove(&c)) {
                 let leader_hint = self.p.raft.leader_id().filter(|&l| l != self.id());
@@ -485,37 +484,35 @@ where
         Ok(job)
     }
 
-    /* REFUSED
-        /// The leader refused a request this node forwarded (or the core could not forward it).
-        fn on_refused(&mut self, refused: crate::Refused) {
-            let error = NodeError::from(refused.error);
-            match refused.request {
-                crate::Forwarded::Proposals(payloads) => {
-                    let me = self.id();
-                    let proposals: Vec<u64> = payloads
-                        .iter()
-                        .filter_map(Envelope::origin)
-                        .filter(|o| o.node == me)
-                        .map(|o| o.proposal)
-                        .collect();
-                    if !proposals.is_empty() {
-                        self.send_apply(ApplyJob::Refused { proposals, error });
-                    }
+    /// The leader refused a request this node forwarded (or the core could not forward it).
+    fn on_refused(&mut self, refused: crate::Refused) {
+        let error = NodeError::from(refused.error);
+        match refused.request {
+            crate::Forwarded::Proposals(payloads) => {
+                let me = self.id();
+                let proposals: Vec<u64> = payloads
+                    .iter()
+                    .filter_map(Envelope::origin)
+                    .filter(|o| o.node == me)
+                    .map(|o| o.proposal)
+                    .collect();
+                if !proposals.is_empty() {
+                    self.send_apply(ApplyJob::Refused { proposals, error });
                 }
-                crate::Forwarded::ConfChange(change) => {
-                    if let Some(i) = self.conf_waiters.iter().position(|w| w.change == change) {
-                        let _ = self.conf_waiters.swap_remove(i).reply.send(Err(error));
-                    }
+            }
+            crate::Forwarded::ConfChange(change) => {
+                if let Some(i) = self.conf_waiters.iter().position(|w| w.change == change) {
+                    let _ = self.conf_waiters.swap_remove(i).reply.send(Err(error));
                 }
-                crate::Forwarded::Transfer(to) => {
-                    if let Some(i) = self.transfer_waiters.iter().position(|(t, _)| *t == to) {
-                        let _ = self.transfer_waiters.swap_remove(i).1.send(Err(error));
-                    }
+            }
+            crate::Forwarded::Transfer(to) => {
+                if let Some(i) = self.transfer_waiters.iter().position(|(t, _)| *t == to) {
+                    let _ = self.transfer_waiters.swap_remove(i).1.send(Err(error));
                 }
             }
         }
+    }
 
-    REFUSED */
     /// Answers membership changes now in effect and transfers that happened.
     fn settle_waiters(&mut self) {
         if !self.conf_waiters.is_empty() {

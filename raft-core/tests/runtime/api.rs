@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use raft_core::runtime::{NodeEvent, ReadConsistency};
-use raft_core::{ConfChange, ConfChangeOp, ConfChangeTransition, MemStorage, NodeId};
+use raft_core::runtime::{NodeError, NodeEvent, ReadConsistency};
+use raft_core::{ConfChange, ConfChangeOp, ConfChangeTransition, Error, MemStorage, NodeId};
 
 use super::cluster::Cluster;
 use super::{defaults, seed};
@@ -69,7 +69,15 @@ async fn joint_change_on_a_follower() {
     let f = follower(&c, l);
     let gone = c.members.keys().copied().find(|&i| i != l && i != f).unwrap();
     c.start(4, MemStorage::default(), &[1, 2, 3, 4]).await;
-    c.node(f).set_member(4, "mem://4", Bytes::new()).await.unwrap();
+    // A voter the core does not know yet is refused, at once, with the leader's reason.
+    let direct = ConfChange { ops: vec![ConfChangeOp::AddVoter(4)], ..Default::default() };
+    let refused = c.node(f).change_membership(direct).await;
+    assert!(
+        matches!(refused, Err(NodeError::Raft(Error::ConfChangeRefused { .. }))),
+        "{refused:?}"
+    );
+    c.node(f).add_learner(4, "mem://4", Bytes::new()).await.unwrap();
+    c.converged().await;
     // Replace `gone` by 4 in one step, through a joint configuration left explicitly.
     let change = ConfChange {
         ops: vec![ConfChangeOp::AddVoter(4), ConfChangeOp::Remove(gone)],
@@ -131,5 +139,26 @@ async fn read_barrier_without_a_leader_fails_fast_or_times_out() {
     c.net.isolate(f);
     let r = tokio::time::timeout(Duration::from_secs(30), c.node(f).read_barrier()).await;
     assert!(matches!(r, Ok(Err(_))), "{r:?}");
+    c.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_proposal_the_leader_refuses_is_answered_with_its_reason() {
+    let c = Cluster::new(3, seed(), defaults).await;
+    let l = c.leader().await;
+    let f = follower(&c, l);
+    let to = c.members.keys().copied().find(|&i| i != l && i != f).unwrap();
+    c.propose(l, "set k v").await;
+    // A transfer to a node that cannot hear it stays in progress for an election timeout; the
+    // leader refuses proposals meanwhile, and the follower's caller hears why at once (without
+    // the refusal it would wait for `proposal_timeout` and get `Timeout`).
+    c.net.isolate(to);
+    let leader = c.node(l).clone();
+    let transfer = tokio::spawn(async move { leader.transfer_leadership(to).await });
+    tokio::task::yield_now().await;
+    let r = c.node(f).propose("set k v2").await;
+    assert!(matches!(r, Err(NodeError::Raft(Error::TransferInProgress { .. }))), "{r:?}");
+    assert!(transfer.await.unwrap().is_err(), "the transfer cannot finish");
+    c.net.heal();
     c.shutdown().await;
 }
