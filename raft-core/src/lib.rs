@@ -129,7 +129,9 @@
 //!         //    leader (the state machine restores from it before applying what follows), then
 //!         //    the entries (they replace the log from entries[0].index on), the hard state (its
 //!         //    commit may point into these entries) and a changed membership.
-//!         //    `rd.must_sync()` says whether anything here needs the fsync at all.
+//!         //    `rd.must_sync()` says whether anything here needs the fsync at all (a batch
+//!         //    that only commits, sends or applies does not: a commit index that moved alone
+//!         //    is never handed out, it is volatile in Raft).
 //!         if let Some(snapshot) = &rd.snapshot {
 //!             storage.install(snapshot)?;
 //!         }
@@ -156,6 +158,10 @@
 //!         //    rd.aborted_reads will never be confirmed (this node stopped leading, or the
 //!         //    term changed): answer "not the leader" at once.
 //!         assert!(rd.read_states.is_empty() && rd.aborted_reads.is_empty());
+//!         // 6. Requests this node forwarded to a leader that will not be carried out
+//!         //    (proposals, membership changes, transfers the leader refused): answer their
+//!         //    callers with rd.refused[i].error at once (a proposal's payload says whose).
+//!         assert!(rd.refused.is_empty(), "a leader forwards nothing");
 //!     }
 //!     Ok(())
 //! };

@@ -30,11 +30,12 @@ impl<S: Storage> Raft<S> {
         if self.role != Role::Leader {
             return self.forward(MessageBody::ProposeConfChange { change: cc });
         }
-        if let Some(target) = self.lead_transferee {
+        if let Some(target) = self.lead_transferee() {
             return Err(Error::TransferInProgress { target });
         }
-        if self.pending_conf_index > self.log.applying {
-            return Err(Error::ConfChangeInProgress { pending_index: self.pending_conf_index });
+        let pending_index = self.leader.as_ref().map_or(0, |ls| ls.pending_conf_index);
+        if pending_index > self.log.applying {
+            return Err(Error::ConfChangeInProgress { pending_index });
         }
         if self.log.term(self.log.committed) != Some(self.term) {
             // A leader must commit an entry of its term before changing membership, or a change
@@ -88,7 +89,9 @@ impl<S: Storage> Raft<S> {
         let size = crate::ENTRY_OVERHEAD_BYTES + data.len() as u64;
         let entry = Entry { term: self.term, index, kind: EntryKind::ConfChange, data };
         self.append_entries(vec![entry], size);
-        self.pending_conf_index = index;
+        if let Some(ls) = self.leader.as_mut() {
+            ls.pending_conf_index = index;
+        }
     }
 
     /// Applies a committed membership change entry as it is handed out for applying.
@@ -111,10 +114,9 @@ impl<S: Storage> Raft<S> {
 
     /// A joint configuration with `auto_leave` is left as soon as it is committed.
     pub(super) fn maybe_auto_leave_joint(&mut self) {
-        if self.role == Role::Leader
+        if self.leader.as_ref().is_some_and(|ls| ls.pending_conf_index <= self.log.applying)
             && !self.conf.voters_outgoing.is_empty()
             && self.conf.auto_leave
-            && self.pending_conf_index <= self.log.applying
             && let Ok(next) = confchange::apply(&self.conf, &ConfChange::leave_joint(), 0)
         {
             self.append_conf_change(&next);
@@ -166,14 +168,15 @@ impl<S: Storage> Raft<S> {
                 });
             }
         }
-        if self.lead_transferee.is_some_and(|t| !self.tracker.is_voter(t)) {
-            self.lead_transferee = None;
+        let tracker = &self.tracker;
+        if let Some(ls) = self.leader.as_mut().filter(|ls| ls.transferee.is_some()) {
+            if ls.transferee.is_some_and(|t| !tracker.is_voter(t)) {
+                ls.transferee = None;
+            }
         }
         // The quorum changed: entries may now be committed.
-        if self.maybe_commit() {
-            self.append_needed = true;
-        }
-        self.append_needed = true;
+        self.maybe_commit();
+        self.need_append();
     }
 
     /// Removed (or demoted) leader: tell everyone the change is committed, hand over to a
@@ -206,7 +209,7 @@ impl<S: Storage> Raft<S> {
         if self.role != Role::Leader {
             return self.forward(MessageBody::TransferLeader { to: target });
         }
-        if target == self.cfg.id || self.lead_transferee == Some(target) {
+        if target == self.cfg.id || self.lead_transferee() == Some(target) {
             return Ok(());
         }
         if !self.conf.voters.contains(&target) {
@@ -215,10 +218,12 @@ impl<S: Storage> Raft<S> {
                 reason: "not a voter of the configuration".into(),
             });
         }
-        self.lead_transferee = Some(target);
-        self.transfer_elapsed = 0;
-        // The target will ignore leases when it campaigns: ours cannot be trusted this term.
-        self.lease_disabled = true;
+        if let Some(ls) = self.leader.as_mut() {
+            ls.transferee = Some(target);
+            ls.transfer_elapsed = 0;
+            // The target will ignore leases when it campaigns: ours cannot be trusted this term.
+            ls.lease_disabled = true;
+        }
         let caught_up = self
             .leader
             .as_ref()

@@ -184,6 +184,16 @@ struct LeaderState {
     appended_total: u64,
     uncommitted_batches: VecDeque<(Index, u64)>,
     committed_total: u64,
+    /// Index of the last membership change proposed; no other until it is applied.
+    pending_conf_index: Index,
+    /// The node leadership is being transferred to, and ticks since the transfer began.
+    transferee: Option<NodeId>,
+    transfer_elapsed: u64,
+    /// Lease reads are off for the rest of the term (a transfer let another node ignore the
+    /// lease).
+    lease_disabled: bool,
+    /// Appends need to go out at the next `ready()` (batching proposals).
+    append_needed: bool,
 }
 
 /// One Raft node's protocol state.
@@ -202,14 +212,6 @@ pub struct Raft<S: Storage> {
     conf_history: VecDeque<ConfState>,
     /// Quorum counting over the voters of `conf`, and the votes of a campaign.
     tracker: Tracker,
-    /// Leader: index of the last membership change proposed; no other until it is applied.
-    pending_conf_index: Index,
-    /// Leader: the node leadership is being transferred to, and ticks since the transfer began.
-    lead_transferee: Option<NodeId>,
-    transfer_elapsed: u64,
-    /// Leader: lease reads are off for the rest of the term (a transfer let another node ignore
-    /// the lease).
-    lease_disabled: bool,
     /// Candidate: this campaign was ordered by the leader (TimeoutNow), so voters ignore leases.
     campaign_forced: bool,
     /// Nodes this node saw removed from the configuration since it started (and not re-added).
@@ -235,8 +237,6 @@ pub struct Raft<S: Storage> {
     /// Follower: contexts of reads forwarded to the leader of the current term and not answered
     /// yet (at most `Config::max_pending_reads`), aborted when the term changes.
     forwarded_reads: VecDeque<Bytes>,
-    /// Leader: appends need to go out at the next `ready()` (batching proposals).
-    append_needed: bool,
     /// Hard state last handed out in a `Ready` (or read from storage at start).
     prev_hard_state: HardState,
     /// Ready batches handed out and not yet acknowledged.
@@ -320,10 +320,6 @@ impl<S: Storage> Raft<S> {
             tracker: Tracker::new(&conf),
             conf_history: VecDeque::from([conf.clone()]),
             conf,
-            pending_conf_index: 0,
-            lead_transferee: None,
-            transfer_elapsed: 0,
-            lease_disabled: false,
             campaign_forced: false,
             conf_to_persist: None,
             removed: std::collections::BTreeSet::new(),
@@ -340,7 +336,6 @@ impl<S: Storage> Raft<S> {
             refused: Vec::new(),
             forwards_queued: false,
             forwarded_reads: VecDeque::new(),
-            append_needed: false,
             prev_hard_state: hs,
             unpersisted_readies: VecDeque::new(),
             next_ready_number: 1,
@@ -398,7 +393,7 @@ impl<S: Storage> Raft<S> {
                 .snapshot_meta()
                 .index
                 .max(self.log.storage().first_index().unwrap_or(1).saturating_sub(1)),
-            lead_transferee: self.lead_transferee,
+            lead_transferee: self.lead_transferee(),
             removed: self.is_removed(),
         }
     }
@@ -554,11 +549,12 @@ impl<S: Storage> Raft<S> {
         self.heartbeat_elapsed += 1;
         self.election_elapsed += 1;
         self.expire_stuck_snapshots();
-        if self.lead_transferee.is_some() {
-            self.transfer_elapsed += 1;
-            if self.transfer_elapsed >= u64::from(self.cfg.election_timeout_ticks) {
+        let timeout = u64::from(self.cfg.election_timeout_ticks);
+        if let Some(ls) = self.leader.as_mut().filter(|ls| ls.transferee.is_some()) {
+            ls.transfer_elapsed += 1;
+            if ls.transfer_elapsed >= timeout {
                 // The target could not take over in time: resume accepting proposals.
-                self.lead_transferee = None;
+                ls.transferee = None;
             }
         }
         if self.election_elapsed >= u64::from(self.cfg.election_timeout_ticks) {
@@ -672,7 +668,7 @@ impl<S: Storage> Raft<S> {
         if let Some(bytes) = too_large {
             return Err(Error::ProposalTooLarge { bytes, limit: self.cfg.max_proposal_bytes });
         }
-        if let Some(target) = self.lead_transferee {
+        if let Some(target) = self.lead_transferee() {
             return Err(Error::TransferInProgress { target });
         }
         if count == 0 {
@@ -725,7 +721,7 @@ impl<S: Storage> Raft<S> {
         let ls = self.leader.as_mut().expect("leader state on a leader");
         ls.appended_total += bytes;
         ls.uncommitted_batches.push_back((last, ls.appended_total));
-        self.append_needed = true;
+        ls.append_needed = true;
         if self.quorum_is_self() {
             // Nothing to wait for but our own fsync.
             self.maybe_commit();
@@ -782,13 +778,25 @@ impl<S: Storage> Raft<S> {
         }
     }
 
+    /// Leader: the node leadership is being transferred to.
+    fn lead_transferee(&self) -> Option<NodeId> {
+        self.leader.as_ref().and_then(|ls| ls.transferee)
+    }
+
+    /// Leader: appends (or the new commit index) must go out at the next `ready()`.
+    fn need_append(&mut self) {
+        if let Some(ls) = self.leader.as_mut() {
+            ls.append_needed = true;
+        }
+    }
+
     /// Whether the leader lease holds: a quorum acknowledged a heartbeat round sent less than
     /// `Config::lease_ticks()` ago.
     fn lease_valid(&self) -> bool {
-        if self.lease_disabled || self.lead_transferee.is_some() {
+        let Some(ls) = self.leader.as_ref() else { return false };
+        if ls.lease_disabled || ls.transferee.is_some() {
             return false;
         }
-        let Some(ls) = self.leader.as_ref() else { return false };
         let id = self.cfg.id;
         let acked = self.tracker.acked_round(&ls.progress, id, ls.round);
         ls.round_ticks
@@ -1235,11 +1243,11 @@ impl<S: Storage> Raft<S> {
             ProgressState::Snapshot(_) => {}
         }
         let caught_up = pr.match_index == self.log.last_index();
-        if caught_up && self.lead_transferee == Some(from) {
+        if caught_up && self.lead_transferee() == Some(from) {
             self.send(from, self.term, MessageBody::TimeoutNow);
         }
         if self.maybe_commit() {
-            self.append_needed = true;
+            self.need_append();
         } else if was_paused {
             // The follower may lack the latest commit index: send it even with no new entries.
             self.send_append(from, true);
@@ -1425,10 +1433,8 @@ impl<S: Storage> Raft<S> {
         }
         self.role = Role::Follower;
         self.leader_id = leader;
-        self.lead_transferee = None;
         self.campaign_forced = false;
         self.tracker.reset_votes();
-        self.append_needed = false;
         self.reset_election_timer();
     }
 
@@ -1499,10 +1505,6 @@ impl<S: Storage> Raft<S> {
         self.leader_id = Some(id);
         self.tracker.reset_votes();
         self.campaign_forced = false;
-        self.lead_transferee = None;
-        self.lease_disabled = false;
-        // Entries of earlier terms may hold a membership change not yet applied: be conservative.
-        self.pending_conf_index = self.log.last_index();
         self.leader = Some(LeaderState {
             progress,
             round: 0,
@@ -1513,6 +1515,13 @@ impl<S: Storage> Raft<S> {
             appended_total: 0,
             uncommitted_batches: VecDeque::new(),
             committed_total: 0,
+            // Entries of earlier terms may hold a membership change not yet applied: be
+            // conservative.
+            pending_conf_index: self.log.last_index(),
+            transferee: None,
+            transfer_elapsed: 0,
+            lease_disabled: false,
+            append_needed: false,
         });
         self.reset_election_timer();
         // The empty entry of the new term lets the leader commit what earlier terms left (§5.4.2).
@@ -1539,8 +1548,7 @@ impl<S: Storage> Raft<S> {
             || !self.read_states.is_empty()
             || !self.aborted_reads.is_empty()
             || !self.refused.is_empty()
-            || self.append_needed
-            || self.leader.as_ref().is_some_and(|ls| ls.round_needed)
+            || self.leader.as_ref().is_some_and(|ls| ls.round_needed || ls.append_needed)
             || self.log.has_unpersisted()
             || self.term_or_vote_changed()
             || self.log.has_next_committed(self.cfg.max_unapplied_entries)
@@ -1565,7 +1573,7 @@ impl<S: Storage> Raft<S> {
         if self.leader.as_ref().is_some_and(|ls| ls.round_needed) {
             self.broadcast_heartbeat();
         }
-        if std::mem::take(&mut self.append_needed) && self.role == Role::Leader {
+        if self.leader.as_mut().is_some_and(|ls| std::mem::take(&mut ls.append_needed)) {
             self.broadcast_append();
         }
         let number = self.next_ready_number;
@@ -1637,7 +1645,7 @@ impl<S: Storage> Raft<S> {
                 pr.maybe_update(persisted);
             }
             if self.maybe_commit() {
-                self.append_needed = true;
+                self.need_append();
             }
         }
         Ok(())
