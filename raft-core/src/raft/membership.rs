@@ -169,10 +169,10 @@ impl<S: Storage> Raft<S> {
             }
         }
         let tracker = &self.tracker;
-        if let Some(ls) = self.leader.as_mut().filter(|ls| ls.transferee.is_some()) {
-            if ls.transferee.is_some_and(|t| !tracker.is_voter(t)) {
-                ls.transferee = None;
-            }
+        if let Some(ls) = self.leader.as_mut()
+            && ls.transferee.is_some_and(|t| !tracker.is_voter(t))
+        {
+            ls.transferee = None;
         }
         // The quorum changed: entries may now be committed.
         self.maybe_commit();

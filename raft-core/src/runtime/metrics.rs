@@ -275,6 +275,32 @@ pub struct NodeMetrics {
     pub pending_requests: u64,
 }
 
+// What the stages record.
+impl Metrics {
+    pub(crate) fn observe_fsync(&self, d: Duration) {
+        self.fsync.observe(d.as_secs_f64());
+    }
+    pub(crate) fn observe_commit_to_apply(&self, d: Duration) {
+        self.commit_to_apply.observe(d.as_secs_f64());
+    }
+    pub(crate) fn observe_propose_to_commit(&self, d: Duration) {
+        self.propose_to_commit.observe(d.as_secs_f64());
+    }
+    pub(crate) fn observe_append_batch(&self, entries: usize) {
+        self.append_batch_entries.observe(entries as f64);
+    }
+    pub(crate) fn observe_read_wait(&self, d: Duration) {
+        self.read_index_wait.observe(d.as_secs_f64());
+    }
+    pub(crate) fn set_gauges(&self, term: u64, commit: u64, last: u64, leader: bool, has: bool) {
+        self.term.set(term);
+        self.commit_index.set(commit);
+        self.last_index.set(last);
+        self.is_leader.set(u64::from(leader));
+        self.has_leader.set(u64::from(has));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -352,31 +378,5 @@ mod tests {
         }
         let s = m.snapshot(9);
         assert_eq!((s.proposals, s.fsyncs, s.applied_index, s.pending_requests), (4, 1, 41, 9));
-    }
-}
-
-// What the stages record.
-impl Metrics {
-    pub(crate) fn observe_fsync(&self, d: Duration) {
-        self.fsync.observe(d.as_secs_f64());
-    }
-    pub(crate) fn observe_commit_to_apply(&self, d: Duration) {
-        self.commit_to_apply.observe(d.as_secs_f64());
-    }
-    pub(crate) fn observe_propose_to_commit(&self, d: Duration) {
-        self.propose_to_commit.observe(d.as_secs_f64());
-    }
-    pub(crate) fn observe_append_batch(&self, entries: usize) {
-        self.append_batch_entries.observe(entries as f64);
-    }
-    pub(crate) fn observe_read_wait(&self, d: Duration) {
-        self.read_index_wait.observe(d.as_secs_f64());
-    }
-    pub(crate) fn set_gauges(&self, term: u64, commit: u64, last: u64, leader: bool, has: bool) {
-        self.term.set(term);
-        self.commit_index.set(commit);
-        self.last_index.set(last);
-        self.is_leader.set(u64::from(leader));
-        self.has_leader.set(u64::from(has));
     }
 }

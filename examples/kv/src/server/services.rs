@@ -343,7 +343,6 @@ pub(crate) async fn publish_self(
                 name: name.clone(),
                 peer_urls: peer_urls.clone(),
                 client_urls: client_urls.clone(),
-                ..current
             };
             match ctx.node.set_member(id, peer_urls[0].clone(), meta.encode()).await {
                 Ok(()) => {
