@@ -212,7 +212,9 @@ impl Node {
         }
     }
 
-    /// Proposes an entry and waits until this node applied it; answers with its result.
+    /// Proposes an entry and waits until this node applied it; answers with its result. The
+    /// applier answers [`NodeError::Timeout`] once `proposal_timeout` has passed (checked on
+    /// each tick), so no timer is armed per proposal.
     async fn propose_entry(
         &self,
         make: impl FnOnce(Origin) -> Envelope,
@@ -221,13 +223,9 @@ impl Node {
         let (boot, next) = &*self.proposals;
         let proposal = boot | (next.fetch_add(1, Ordering::Relaxed) & 0xFFFF_FFFF);
         let data = make(Origin { node: self.id(), proposal }).encode();
-        let result = self
-            .ask(self.cfg.proposal_timeout, |reply| Request::Propose { proposal, data, reply })
-            .await;
-        if result == Err(NodeError::Timeout) {
-            self.metrics.proposals_failed.inc();
-        }
-        result
+        let (reply, rx) = oneshot::channel();
+        self.send(Request::Propose { proposal, data, reply }).await?;
+        rx.await.unwrap_or(Err(NodeError::ShuttingDown))
     }
 
     /// Proposes `command` and returns the state machine's response once this node applied it.
