@@ -16,6 +16,8 @@ pub struct NodeConfig {
     pub tick_interval: Duration,
     /// How long [`crate::runtime::Node::propose`] and membership calls wait for their entry to be
     /// applied before answering [`NodeError::Timeout`] (the command may still be applied later).
+    /// A proposal's deadline is checked on each tick, so its caller hears of it up to one
+    /// `tick_interval` later.
     pub proposal_timeout: Duration,
     /// How long a read waits for the leader's confirmation and for the state machine to catch up.
     pub read_timeout: Duration,

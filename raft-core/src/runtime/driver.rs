@@ -257,6 +257,7 @@ where
     }
 
     fn on_tick(&mut self) {
+        self.send_apply(ApplyJob::Tick(tokio::time::Instant::now()));
         self.reads.retain(|_, (read, _)| !read.is_closed());
         self.conf_waiters.retain(|w| !w.reply.is_closed());
         self.transfer_waiters.retain(|(_, r)| !r.is_closed());
@@ -323,7 +324,8 @@ where
                 if self.p.raft.role() == Role::Leader && self.timed.len() < MAX_TIMED_PROPOSALS {
                     self.timed.push_back((self.p.raft.status().last_index, Instant::now()));
                 }
-                self.send_apply(ApplyJob::Proposed(waiters));
+                let at = tokio::time::Instant::now();
+                self.send_apply(ApplyJob::Proposed { waiters, at });
             }
             Err(e) => {
                 let e = NodeError::from(e);

@@ -3,11 +3,11 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::{Semaphore, broadcast, mpsc, oneshot, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use super::config::{NodeConfig, NodeError, ReadConsistency};
 use super::envelope::{Envelope, Member, Origin};
@@ -77,11 +77,21 @@ pub struct Node {
     status: watch::Receiver<NodeStatus>,
     members: watch::Receiver<Arc<MemberTable>>,
     events: broadcast::Sender<NodeEvent>,
-    /// One permit per proposal or read waiting for its answer (`max_pending_requests`).
-    permits: Arc<Semaphore>,
+    /// Proposals and reads waiting for their answer (at most `max_pending_requests`). A plain
+    /// counter: nobody waits for a permit, and a semaphore's release takes a lock.
+    pending: Arc<AtomicUsize>,
     /// High bits: this incarnation (so entries proposed before a restart never answer a caller
     /// of the new one); low bits: the next proposal number.
     proposals: Arc<(u64, AtomicU64)>,
+}
+
+/// One request counted in [`Node::pending`] until it is answered (or its caller gives up).
+struct Permit<'a>(&'a AtomicUsize);
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Node {
@@ -111,7 +121,7 @@ impl Node {
             .rotate_left(32)
             & !0xFFFF_FFFF;
         Ok(Node {
-            permits: Arc::new(Semaphore::new(s.cfg.max_pending_requests)),
+            pending: Arc::new(AtomicUsize::new(0)),
             cfg: s.cfg,
             metrics: s.metrics,
             requests: s.requests,
@@ -180,17 +190,19 @@ impl Node {
 
     /// Proposals and reads waiting for their answer on this node.
     fn pending(&self) -> u64 {
-        (self.cfg.max_pending_requests - self.permits.available_permits()) as u64
+        self.pending.load(Ordering::Relaxed) as u64
     }
 
     /// A permit for one more request waiting on this node.
-    fn permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, NodeError> {
-        self.permits.clone().try_acquire_owned().map_err(|_| {
-            NodeError::TooBusy(format!(
-                "{} requests pending (max_pending_requests)",
-                self.cfg.max_pending_requests
-            ))
-        })
+    fn permit(&self) -> Result<Permit<'_>, NodeError> {
+        let max = self.cfg.max_pending_requests;
+        if self.pending.fetch_add(1, Ordering::Relaxed) >= max {
+            self.pending.fetch_sub(1, Ordering::Relaxed);
+            return Err(NodeError::TooBusy(format!(
+                "{max} requests pending (max_pending_requests)"
+            )));
+        }
+        Ok(Permit(&self.pending))
     }
 
     async fn send(&self, req: Request) -> Result<(), NodeError> {
@@ -212,7 +224,9 @@ impl Node {
         }
     }
 
-    /// Proposes an entry and waits until this node applied it; answers with its result.
+    /// Proposes an entry and waits until this node applied it; answers with its result. The
+    /// applier answers [`NodeError::Timeout`] once `proposal_timeout` has passed (checked on
+    /// each tick), so no timer is armed per proposal.
     async fn propose_entry(
         &self,
         make: impl FnOnce(Origin) -> Envelope,
@@ -221,13 +235,9 @@ impl Node {
         let (boot, next) = &*self.proposals;
         let proposal = boot | (next.fetch_add(1, Ordering::Relaxed) & 0xFFFF_FFFF);
         let data = make(Origin { node: self.id(), proposal }).encode();
-        let result = self
-            .ask(self.cfg.proposal_timeout, |reply| Request::Propose { proposal, data, reply })
-            .await;
-        if result == Err(NodeError::Timeout) {
-            self.metrics.proposals_failed.inc();
-        }
-        result
+        let (reply, rx) = oneshot::channel();
+        self.send(Request::Propose { proposal, data, reply }).await?;
+        rx.await.unwrap_or(Err(NodeError::ShuttingDown))
     }
 
     /// Proposes `command` and returns the state machine's response once this node applied it.

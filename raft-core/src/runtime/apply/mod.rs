@@ -32,9 +32,12 @@ pub(crate) enum ApplyJob {
     Entries { entries: Vec<Entry>, committed: Instant },
     /// Restore the state from a snapshot already installed in storage.
     Restore(Snapshot),
-    /// These proposals were handed to the core, in this order; answer each when its entry is
-    /// applied. Sent before any of their entries can be committed.
-    Proposed(Vec<(u64, Reply<Bytes>)>),
+    /// These proposals were handed to the core, in this order, at `at`; answer each when its
+    /// entry is applied, or with [`NodeError::Timeout`] once `proposal_timeout` has passed. Sent
+    /// before any of their entries can be committed.
+    Proposed { waiters: Vec<(u64, Reply<Bytes>)>, at: tokio::time::Instant },
+    /// The driver's tick: time out the proposals whose deadline is past.
+    Tick(tokio::time::Instant),
     /// The leader refused these proposals: answer them with `error`.
     Refused { proposals: Vec<u64>, error: NodeError },
     /// Serve `read` once the applied index reaches `index` (0: at once).
@@ -187,7 +190,13 @@ where
                 }
             }
             ApplyJob::Restore(snapshot) => self.restore(snapshot)?,
-            ApplyJob::Proposed(batch) => self.waiters.proposed(batch),
+            ApplyJob::Proposed { waiters, at } => {
+                self.waiters.proposed(waiters, at + self.cfg.proposal_timeout);
+            }
+            ApplyJob::Tick(now) => {
+                let timed_out = self.waiters.expire(now);
+                self.metrics.proposals_failed.add(timed_out);
+            }
             ApplyJob::Refused { proposals, error } => {
                 for id in proposals {
                     if self.waiters.answer(id, Err(error.clone())) {

@@ -1,8 +1,10 @@
 //! Taking snapshots: one at a time, built off the apply task and stored by the builder's thread,
-//! with the callers waiting for it kept in one place ([`Build`]).
+//! with the callers waiting for it kept in one place ([`Build`]). The thread is started with the
+//! first snapshot and kept for the next ones (a thread per snapshot cost more than the rest of
+//! the snapshot with a small state and frequent snapshots).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, mpsc};
 
 use bytes::Bytes;
 use tokio::sync::watch;
@@ -47,6 +49,9 @@ impl Build {
     }
 }
 
+/// A snapshot job for the builder thread.
+type Job = Box<dyn FnOnce() + Send + 'static>;
+
 /// Starts snapshots and keeps track of the one under way.
 pub(crate) struct Snapshots<S> {
     id: NodeId,
@@ -54,7 +59,9 @@ pub(crate) struct Snapshots<S> {
     metrics: Arc<Metrics>,
     /// For a storage failure while compacting: the node must stop.
     progress: Arc<watch::Sender<Applied>>,
-    current: Option<(Arc<Build>, Option<std::thread::JoinHandle<()>>)>,
+    current: Option<Arc<Build>>,
+    /// The builder thread and its queue (holding at most the one job under way).
+    builder: Option<(mpsc::Sender<Job>, std::thread::JoinHandle<()>)>,
     /// Index of the last snapshot taken or restored (for `snapshot_entries`).
     pub(crate) last: Index,
     /// Bumped by every restore: a snapshot built from an older state is dropped. With it, the
@@ -71,17 +78,17 @@ impl<S: LogStore + Clone + Send + Sync + 'static> Snapshots<S> {
         last: Index,
     ) -> Snapshots<S> {
         let generation = Arc::new((AtomicU64::new(0), AtomicU64::new(last)));
-        Snapshots { id, storage, metrics, progress, current: None, last, generation }
+        Snapshots { id, storage, metrics, progress, current: None, builder: None, last, generation }
     }
 
     /// Whether a snapshot is being built or stored.
     pub(crate) fn under_way(&self) -> bool {
-        self.current.as_ref().is_some_and(|(b, _)| !b.done.load(Ordering::Acquire))
+        self.current.as_ref().is_some_and(|b| !b.done.load(Ordering::Acquire))
     }
 
     /// Adds `reply` to the snapshot under way; gives it back if there is none.
     pub(crate) fn join(&mut self, reply: Option<Reply<Index>>) -> Result<(), Option<Reply<Index>>> {
-        let Some((build, _)) = self.current.as_ref().filter(|_| self.under_way()) else {
+        let Some(build) = self.current.as_ref().filter(|_| self.under_way()) else {
             return Err(reply);
         };
         match reply {
@@ -106,7 +113,6 @@ impl<S: LogStore + Clone + Send + Sync + 'static> Snapshots<S> {
         build: SnapshotBuilder,
         reply: Option<Reply<Index>>,
     ) {
-        self.reap();
         let job = Arc::new(Build {
             waiters: Mutex::new(reply.into_iter().collect()),
             done: false.into(),
@@ -137,38 +143,49 @@ impl<S: LogStore + Clone + Send + Sync + 'static> Snapshots<S> {
                 job.finish(&result.map(|i| i.unwrap_or(restored)));
             }
         };
-        let handle = match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
             Ok(tokio::runtime::RuntimeFlavor::MultiThread) => {
-                match std::thread::Builder::new().name("raft-snapshot".into()).spawn(run) {
-                    Ok(h) => Some(h),
-                    Err(e) => {
-                        let e = NodeError::Fatal(format!("cannot start the snapshot thread: {e}"));
-                        job.finish(&Err(e.clone()));
-                        self.progress.send_modify(|p| p.failed = Some(e));
-                        None
-                    }
+                if let Err(e) = self.hand_over(Box::new(run)) {
+                    let e = NodeError::Fatal(format!("cannot start the snapshot thread: {e}"));
+                    job.finish(&Err(e.clone()));
+                    self.progress.send_modify(|p| p.failed = Some(e));
                 }
             }
             // Current-thread runtimes (the deterministic tests): inline, nothing else could
             // run meanwhile anyway.
-            _ => {
-                run();
-                None
-            }
-        };
-        self.current = Some((job, handle));
-    }
-
-    /// Waits for the build under way (when the applier stops: nothing may touch storage after).
-    pub(crate) fn wait(&mut self) {
-        if let Some((_, Some(handle))) = self.current.take() {
-            let _ = handle.join();
+            _ => run(),
         }
+        self.current = Some(job);
     }
 
-    fn reap(&mut self) {
-        if !self.under_way() {
-            self.wait();
+    /// Queues `job` for the builder thread, starting it if there is none (or it ended).
+    fn hand_over(&mut self, job: Job) -> std::io::Result<()> {
+        let job = match &self.builder {
+            Some((tx, _)) => match tx.send(job) {
+                Ok(()) => return Ok(()),
+                Err(mpsc::SendError(job)) => job,
+            },
+            None => job,
+        };
+        self.wait();
+        let (tx, rx) = mpsc::channel::<Job>();
+        let handle = std::thread::Builder::new().name("raft-snapshot".into()).spawn(move || {
+            while let Ok(job) = rx.recv() {
+                job();
+            }
+        })?;
+        // The thread holds the receiver until the sender is dropped: this cannot fail.
+        let _ = tx.send(job);
+        self.builder = Some((tx, handle));
+        Ok(())
+    }
+
+    /// Waits for the build under way and ends the builder thread (when the applier stops:
+    /// nothing may touch storage after).
+    pub(crate) fn wait(&mut self) {
+        if let Some((tx, handle)) = self.builder.take() {
+            drop(tx);
+            let _ = handle.join();
         }
     }
 }
