@@ -311,6 +311,20 @@ mod tests {
     }
 
     #[test]
+    fn version_1_snapshots_are_still_read() {
+        let mut env = SnapshotEnvelope { app: Bytes::from_static(b"app"), ..Default::default() };
+        env.members.insert(2, Member { addr: "b:2".into(), meta: Bytes::new() });
+        // Version 1 is version 2 without the (empty here) list of learners to promote.
+        let v2 = env.encode().to_vec();
+        let promote_at = v2.len() - 8 - 3 - 4;
+        assert_eq!(&v2[promote_at..promote_at + 4], &[0, 0, 0, 0]);
+        let mut v1 = v2[..promote_at].to_vec();
+        v1.extend_from_slice(&v2[promote_at + 4..]);
+        v1[..4].copy_from_slice(SNAPSHOT_MAGIC_V1);
+        assert_eq!(SnapshotEnvelope::decode(&Bytes::from(v1)), Ok(env));
+    }
+
+    #[test]
     fn snapshot_envelope_round_trips_and_refuses_garbage() {
         let mut env =
             SnapshotEnvelope { app: Bytes::from_static(b"app-state"), ..Default::default() };
