@@ -1,6 +1,6 @@
 //! Typed errors of the core.
 
-use crate::types::{Index, NodeId};
+use crate::ids::{Index, NodeId};
 
 /// Errors returned to callers of the core API. None of them leaves the core half-changed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -193,6 +193,7 @@
 mod confchange;
 mod config;
 mod error;
+mod ids;
 mod log;
 mod progress;
 mod quorum;

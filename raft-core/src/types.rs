@@ -7,12 +7,7 @@ use bytes::Bytes;
 
 use crate::error::Error;
 
-/// A node's identity inside one cluster. `0` is reserved for "none".
-pub type NodeId = u64;
-/// A Raft term (§5.1).
-pub type Term = u64;
-/// A log index; the first real entry has index 1, index 0 is the empty prefix.
-pub type Index = u64;
+pub use crate::ids::{Index, NodeId, Term};
 
 /// What a log entry carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

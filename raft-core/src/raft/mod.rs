@@ -359,6 +359,10 @@ impl<S: Storage> Raft<S> {
     pub fn term(&self) -> Term {
         self.term
     }
+    /// Index of the last entry of its log (cheap, unlike [`Raft::status`]).
+    pub fn last_index(&self) -> Index {
+        self.log.last_index()
+    }
     /// The leader it knows of in the current term.
     pub fn leader_id(&self) -> Option<NodeId> {
         self.leader_id

@@ -221,6 +221,15 @@ where
                     if let Some(job) = self.apply_backlog.pop_front() {
                         permit.send(job);
                     }
+                    // Whatever else fits now, in order.
+                    while let Some(job) = self.apply_backlog.pop_front() {
+                        if let Err(e) = self.p.apply.try_send(job) {
+                            if let mpsc::error::TrySendError::Full(job) = e {
+                                self.apply_backlog.push_front(job);
+                            }
+                            break;
+                        }
+                    }
                 }
                 Some(m) = self.p.messages.recv() => {
                     self.step(m);
@@ -322,7 +331,7 @@ where
         match self.p.raft.propose_batch(data) {
             Ok(()) => {
                 if self.p.raft.role() == Role::Leader && self.timed.len() < MAX_TIMED_PROPOSALS {
-                    self.timed.push_back((self.p.raft.status().last_index, Instant::now()));
+                    self.timed.push_back((self.p.raft.last_index(), Instant::now()));
                 }
                 let at = tokio::time::Instant::now();
                 self.send_apply(ApplyJob::Proposed { waiters, at });
@@ -342,6 +351,9 @@ where
             Request::Propose { .. } | Request::Stop { .. } => {}
             Request::Read { consistency, read } => self.read(consistency, read),
             Request::ConfChange { change, reply } => {
+                if let Err(e) = self.admin_room() {
+                    return drop(reply.send(Err(e)));
+                }
                 let after = self.p.raft.conf_state().index;
                 match self.p.raft.propose_conf_change(change.clone()) {
                     Ok(()) => self.conf_waiters.push(ConfWaiter { change, after, reply }),
@@ -353,6 +365,9 @@ where
                     let _ = reply.send(Ok(()));
                     return;
                 }
+                if let Err(e) = self.admin_room() {
+                    return drop(reply.send(Err(e)));
+                }
                 match self.p.raft.transfer_leader(to) {
                     Ok(()) => self.transfer_waiters.push((to, reply)),
                     Err(e) => drop(reply.send(Err(e.into()))),
@@ -361,6 +376,17 @@ where
             Request::Campaign => self.p.raft.campaign(),
             Request::Snapshot { reply } => self.send_apply(ApplyJob::SnapshotNow { reply }),
         }
+    }
+
+    /// Membership changes and transfers waiting to take effect are bounded like reads (their
+    /// callers hold no permit: on a follower each is forwarded and accepted).
+    fn admin_room(&self) -> Result<(), NodeError> {
+        let waiting = self.conf_waiters.len() + self.transfer_waiters.len();
+        if waiting >= self.p.cfg.max_pending_requests {
+            let why = format!("{waiting} membership changes and transfers waiting");
+            return Err(NodeError::TooBusy(why));
+        }
+        Ok(())
     }
 
     fn read(&mut self, consistency: ReadConsistency, read: Read) {

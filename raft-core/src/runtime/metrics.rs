@@ -305,47 +305,6 @@ impl Metrics {
 mod tests {
     use super::*;
 
-    /// Every family, as named in the exposition, with its type.
-    const FAMILIES: &[(&str, &str)] = &[
-        ("raft_proposals_total", "counter"),
-        ("raft_proposals_failed_total", "counter"),
-        ("raft_reads_total", "counter"),
-        ("raft_session_duplicates_total", "counter"),
-        ("raft_ready_batches_total", "counter"),
-        ("raft_fsyncs_total", "counter"),
-        ("raft_snapshots_taken_total", "counter"),
-        ("raft_snapshots_installed_total", "counter"),
-        ("raft_leader_changes_total", "counter"),
-        ("raft_applied_index", "gauge"),
-        ("raft_commit_index", "gauge"),
-        ("raft_last_index", "gauge"),
-        ("raft_term", "gauge"),
-        ("raft_is_leader", "gauge"),
-        ("raft_has_leader", "gauge"),
-        ("raft_pending_requests", "gauge"),
-        ("raft_propose_to_commit_seconds", "histogram"),
-        ("raft_commit_to_apply_seconds", "histogram"),
-        ("raft_fsync_seconds", "histogram"),
-        ("raft_append_batch_entries", "histogram"),
-        ("raft_read_index_wait_seconds", "histogram"),
-    ];
-
-    #[test]
-    fn every_family_has_help_type_and_the_node_label() {
-        let text = Metrics::new(7).encode(0);
-        let types: Vec<&str> = text.lines().filter(|l| l.starts_with("# TYPE ")).collect();
-        let want: Vec<String> = FAMILIES.iter().map(|(n, t)| format!("# TYPE {n} {t}")).collect();
-        assert_eq!(types, want, "{text}");
-        for (name, _) in FAMILIES {
-            let help = format!("# HELP {name} ");
-            assert!(text.lines().any(|l| l.starts_with(&help)), "{name}: {text}");
-        }
-        for line in text.lines().filter(|l| !l.starts_with('#')) {
-            assert!(line.starts_with("raft_") && line.contains("node=\"7\""), "{line}");
-        }
-        assert!(!text.contains("# EOF") && !text.contains("# UNIT"), "plain Prometheus text");
-    }
-
     #[test]
     fn values_and_snapshot_agree() {
         let m = Metrics::new(2);

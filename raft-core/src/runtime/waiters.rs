@@ -129,8 +129,4 @@ impl Waiters {
     pub(crate) fn forget_order(&mut self) {
         self.order.clear();
     }
-
-    pub(crate) fn len(&self) -> usize {
-        self.waiting.len()
-    }
 }

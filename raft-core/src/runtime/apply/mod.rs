@@ -53,11 +53,10 @@ pub(crate) struct Applied {
     pub(crate) failed: Option<NodeError>,
 }
 
-/// Where a response goes once the batch it belongs to is applied: response `pos` of the
-/// current batch, for `origin`, recorded in `session` if any.
+/// Where a response goes once the batch it belongs to is applied (the command at the same
+/// position of the batch): to `origin`, recorded in `session` if any.
 struct Pending {
     origin: Origin,
-    pos: usize,
     session: Option<(u64, u64, Index)>,
 }
 
@@ -381,9 +380,8 @@ where
         origin: Origin,
         session: Option<(u64, u64, Index)>,
     ) {
-        let pos = self.batch.len();
         self.batch.push((index, term, payload));
-        self.pending.push(Pending { origin, pos, session });
+        self.pending.push(Pending { origin, session });
     }
 
     /// Applies the commands gathered so far and routes their responses.
@@ -407,16 +405,15 @@ where
         }
         drop(commands);
         self.batch.clear();
-        let mut responses = responses.into_iter();
-        for (i, p) in std::mem::take(&mut self.pending).into_iter().enumerate() {
-            let Pending { origin, pos, session } = p;
-            debug_assert_eq!(i, pos);
-            let response = responses.next().unwrap_or_default();
+        // Taken and put back, so its allocation is reused batch after batch.
+        let mut pending = std::mem::take(&mut self.pending);
+        for (Pending { origin, session }, response) in pending.drain(..).zip(responses) {
             if let Some((client, seq, index)) = session {
                 self.sessions.record(client, seq, index, response.clone());
             }
             self.answer(origin, Ok(response));
         }
+        self.pending = pending;
         Ok(())
     }
 
@@ -428,12 +425,6 @@ where
             }
             self.waiters.answer(origin.proposal, result);
         }
-    }
-
-    /// Proposals waiting (for the metrics).
-    #[allow(dead_code)]
-    pub(crate) fn waiting(&self) -> usize {
-        self.waiters.len()
     }
 }
 
